@@ -1,0 +1,172 @@
+"""The `stts` command line: thin Typer commands over the library."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="stts",
+    help="STTS: spatial-temporal token selection for efficient video transformers. "
+    "Shard a dataset once, then train and evaluate from the shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """STTS: spatial-temporal token selection for efficient video transformers."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line that says what is wrong and what to do; no traceback."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """'1GB', '500M', '2GiB' or a number of bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"cannot read size {text!r}; write e.g. 1GB, 500MB or 1048576")
+    unit = (m[2] or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = "kmgt".find(unit[:1]) + 1 if unit[:1] in "kmgt" and unit else 0
+    return int(float(m[1]) * base**power)
+
+
+@app.command()
+def shard(
+    src: Annotated[
+        str, typer.Option(help="Dataset: kinetics400 (a download on disk) or synthetic (generated).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output folder for tars, .idx, manifest.json, classes.txt, rejects.")
+    ],
+    root: Annotated[Path | None, typer.Option(help="Folder of the download (kinetics400).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="train, val or test (required for kinetics400; synthetic: all).")
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option(help="Official annotation CSV (label,youtube_id,time_start,time_end,split)."),
+    ] = None,
+    list_file: Annotated[
+        Path | None, typer.Option("--list", help="List file of 'relative/path label_id' (or comma) lines.")
+    ] = None,
+    classes: Annotated[
+        Path | None, typer.Option(help="Class names, one per line; overrides the 400 Kinetics classes.")
+    ] = None,
+    probe: Annotated[str, typer.Option(help="full: decode every frame; fast: demux only.")] = "full",
+    max_count: Annotated[
+        int | None, typer.Option(help="Samples per shard at most (default: no limit).")
+    ] = None,
+    max_size: Annotated[str, typer.Option(help="Bytes per shard at most, e.g. 1GB, 500MB.")] = "1GB",
+    workers: Annotated[int, typer.Option(help="Processes probing and re-encoding.")] = os.cpu_count() or 1,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the train split's shuffle (and of synthetic videos).")
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep complete shards of an interrupted run; write the rest.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace this split's existing shards.")
+    ] = False,
+    reencode: Annotated[
+        bool,
+        typer.Option("--reencode", help="Re-encode videos (short side, GOP, codec) for fast random access."),
+    ] = False,
+    short_side: Annotated[int, typer.Option(help="--reencode: short side in pixels (never upscales).")] = 320,
+    gop: Annotated[int, typer.Option(help="--reencode: keyframe interval in frames.")] = 16,
+    codec: Annotated[
+        str | None,
+        typer.Option(
+            help="--reencode: h264 (default), vp9 (DALI decodes it on CPU) or mjpeg; synthetic: vp9."
+        ),
+    ] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="--reencode: store at this frame rate (default: keep).")
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option(help="synthetic: number of classes.")] = None,
+    videos_per_class: Annotated[int | None, typer.Option(help="synthetic: train videos per class.")] = None,
+    val_videos_per_class: Annotated[int | None, typer.Option(help="synthetic: val videos per class.")] = None,
+    frames: Annotated[int | None, typer.Option(help="synthetic: frames per video.")] = None,
+    size: Annotated[int | None, typer.Option(help="synthetic: frame width and height in pixels.")] = None,
+) -> None:
+    """Turn a dataset into WebDataset shards: probe every video, reject the broken ones with a reason."""
+    from dataclasses import replace
+
+    from shards.build import ShardConfig, build_shards
+    from shards.reencode import ReencodeSpec
+    from shards.sources import SourceError
+    from shards.synthetic import SyntheticConfig
+
+    from .progress import ShardProgress, print_shard_summary
+
+    try:
+        spec = None
+        if reencode:
+            spec = ReencodeSpec(short_side=short_side, gop=gop, codec=codec or "h264", fps=fps)
+        synth = SyntheticConfig()
+        overrides = {
+            "num_classes": num_classes,
+            "train_per_class": videos_per_class,
+            "val_per_class": val_videos_per_class,
+            "frames": frames,
+            "size": size,
+            "codec": codec if not reencode else None,
+        }
+        if src == "synthetic":
+            synth = replace(synth, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+        elif any(v is not None for k, v in overrides.items() if k != "codec") or (codec and not reencode):
+            fail("--num-classes, --videos-per-class, --frames, --size and --codec without --reencode "
+                 "are options of --src synthetic")  # fmt: skip
+        cfg = ShardConfig(
+            src=src,
+            out=str(out),
+            split=split,
+            root=str(root) if root is not None else None,
+            annotations=str(annotations) if annotations is not None else None,
+            list_file=str(list_file) if list_file is not None else None,
+            classes_file=str(classes) if classes is not None else None,
+            probe=probe,
+            max_count=max_count,
+            max_size=parse_size(max_size),
+            workers=workers,
+            seed=seed,
+            resume=resume,
+            overwrite=overwrite,
+            reencode=spec,
+            synthetic=synth,
+        )
+        with ShardProgress(console) as progress:
+            report = build_shards(cfg, progress)
+    except (SourceError, ValueError) as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        err_console.print(
+            "[yellow]interrupted:[/] complete shards are kept; run the same command with --resume to finish"
+        )
+        raise typer.Exit(130) from None
+    print_shard_summary(console, report)
+    if not any(r.samples for r in report.splits.values()):
+        fail("no video was accepted; see the rejects file(s) for the reasons", code=1)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m cli`
+    sys.exit(app())
