@@ -164,8 +164,6 @@ def shard(
         )
         raise typer.Exit(130) from None
     print_shard_summary(console, report)
-    if not any(r.samples for r in report.splits.values()):
-        fail("no video was accepted; see the rejects file(s) for the reasons", code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m cli`

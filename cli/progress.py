@@ -71,20 +71,10 @@ class ShardProgress:
 
 
 def print_shard_summary(console: Console, report) -> None:
-    table = Table(title=f"stts shard: {report.dataset} → {report.out}")
-    for col in (
-        "split",
-        "layout",
-        "videos",
-        "rejected",
-        "missing",
-        "shards",
-        "size",
-        "time",
-        "videos/s",
-        "MB/s",
-    ):
-        table.add_column(col, justify="left" if col in ("split", "layout") else "right")
+    layouts = ", ".join(sorted({r.layout for r in report.splits.values()}))
+    table = Table(title=f"stts shard: {report.dataset} ({layouts}) → {report.out}", box=box.SIMPLE_HEAD)
+    for col in ("split", "videos", "rejected", "missing", "shards", "size", "time", "vid/s", "MB/s"):
+        table.add_column(col, justify="left" if col == "split" else "right", no_wrap=True)
     reasons: dict[tuple[str, str], int] = {}
     for split, r in report.splits.items():
         rate = r.processed / r.seconds if r.seconds else 0.0

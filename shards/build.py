@@ -21,6 +21,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import struct
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,8 +73,15 @@ class ShardConfig:
         if self.src == "synthetic":
             opts["synthetic"] = asdict(self.synthetic)
         else:
-            opts.update(root=self.root, annotations=self.annotations, list=self.list_file, classes=self.classes_file)
+            opts.update(
+                root=_abs(self.root), annotations=_abs(self.annotations), list=_abs(self.list_file),
+                classes=_abs(self.classes_file),
+            )  # fmt: skip
         return opts
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 class Progress(Protocol):
@@ -165,6 +173,11 @@ def _process(record: Record, probe_mode: str, spec: ReencodeSpec | None, workdir
     }
 
 
+def _ignore_sigint() -> None:
+    # Ctrl-C is the main process's to handle (it discards the open shard); workers just stop with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -182,7 +195,7 @@ def _ordered_results(records: list[Record], cfg: ShardConfig, workdir: Path):
         return
     ctx = multiprocessing.get_context("fork")
     window = cfg.workers * 4
-    with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
         pending: collections.deque = collections.deque()
         it = iter(records)
         try:
@@ -205,7 +218,11 @@ def plan_split(cfg: ShardConfig, split: str, workdir: Path) -> SourcePlan:
         if cfg.root is None:
             raise SourceError("--src kinetics400 needs --root DIR (the folder of your Kinetics download)")
         return kinetics_source(
-            cfg.root, split, annotations=cfg.annotations, list_file=cfg.list_file, classes_file=cfg.classes_file
+            cfg.root,
+            split,
+            annotations=cfg.annotations,
+            list_file=cfg.list_file,
+            classes_file=cfg.classes_file,
         )
     if cfg.src == "synthetic":
         from .synthetic import class_names, plan
@@ -253,7 +270,9 @@ def _prepare_out(out: Path) -> None:
         probe_file.write_bytes(b"")
         probe_file.unlink()
     except OSError as err:
-        raise SourceError(f"cannot write to --out {out}: {err.strerror or err}; choose a writable folder") from None
+        raise SourceError(
+            f"cannot write to --out {out}: {err.strerror or err}; choose a writable folder"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -283,7 +302,9 @@ def _split_files(out: Path, split: str) -> list[Path]:
     )
 
 
-def _build_split(cfg: ShardConfig, plan: SourcePlan, split: str, out: Path, progress: Progress) -> SplitReport:
+def _build_split(
+    cfg: ShardConfig, plan: SourcePlan, split: str, out: Path, progress: Progress
+) -> SplitReport:
     started = time.perf_counter()
     report = SplitReport(split=split, layout=plan.layout)
     state = out / STATE_DIR / split
@@ -390,6 +411,13 @@ def _build_split(cfg: ShardConfig, plan: SourcePlan, split: str, out: Path, prog
     atomic_write_text(out / f"{split}-rejects.jsonl", text)
     reasons = collections.Counter(reason_category(r.reason) for r in rejects)
     samples = sum(s["samples"] for s in shards)
+    if samples == 0:
+        # nothing to train on is an input error, not a dataset: no manifest entry, only the reasons
+        shutil.rmtree(state, ignore_errors=True)
+        raise SourceError(
+            f"no '{split}' video could be used ({len(rejects)} rejected, {plan.missing} of them missing); "
+            f"the reasons are in {out / f'{split}-rejects.jsonl'}"
+        )
     entry = {
         "shards": shards,
         "samples": samples,
@@ -535,7 +563,12 @@ def _write_manifest(out: Path, plan: SourcePlan, split: str, entry: dict[str, An
         dataset=plan.dataset,
         classes=plan.classes,
         num_classes=len(plan.classes),
-        members={"video": "mp4|webm|mkv", "cls": "class id, ASCII", "json": "metadata", "i32": list(I32_FIELDS)},
+        members={
+            "video": "mp4|webm|mkv",
+            "cls": "class id, ASCII",
+            "json": "metadata",
+            "i32": list(I32_FIELDS),
+        },
     )
     manifest.setdefault("splits", {})[split] = entry
     manifest["splits"] = dict(sorted(manifest["splits"].items()))

@@ -49,7 +49,9 @@ def reencode(src: str | Path, dst: str | Path, spec: ReencodeSpec) -> dict:
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         src_fps = Fraction(rate)
         out_fps = src_fps if spec.fps is None else min(Fraction(spec.fps).limit_denominator(1001), src_fps)
-        width, height = short_side_size(stream.codec_context.width, stream.codec_context.height, spec.short_side)
+        width, height = short_side_size(
+            stream.codec_context.width, stream.codec_context.height, spec.short_side
+        )
         encoder = VideoEncoder(
             dst, codec=spec.codec, fps=out_fps, width=width, height=height, gop=spec.gop, crf=spec.crf
         )

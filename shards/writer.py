@@ -110,7 +110,9 @@ class ShardWriter:
     """Appends samples to `{split}-NNNNNN.tar`, starting a new shard at `max_count` samples or before a
     sample would take the shard past `max_size` bytes (a sample larger than that gets a shard alone)."""
 
-    def __init__(self, out: Path, split: str, *, max_count: int, max_size: int, start_index: int = 0, on_shard=None):
+    def __init__(
+        self, out: Path, split: str, *, max_count: int, max_size: int, start_index: int = 0, on_shard=None
+    ):
         self.out = Path(out)
         self.split = split
         self.max_count = max_count
