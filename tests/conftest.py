@@ -1,0 +1,229 @@
+"""Shared test helpers: tests make their own videos (PyAV encodes H.264, VP9 and MJPEG)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sys
+import tarfile
+from fractions import Fraction
+from pathlib import Path
+
+# `pytest` puts tests/ on sys.path, where tests/shards and tests/cli would be found as namespace packages
+# named like the editable-installed `shards` and `cli` (the editable finder runs after the path finder),
+# so `importlib.resources.files("shards")` would point into tests/shards. With the repository root on
+# sys.path the real (regular) packages always win.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import av
+import numpy as np
+import pytest
+
+from shards.encode import write_video
+
+
+def frames_rgb(n: int, width: int = 64, height: int = 48, seed: int = 0) -> list[np.ndarray]:
+    """A moving gradient with noise: compresses like video, not like static images."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    out = []
+    for i in range(n):
+        r = (xx * 4 + i * 7) % 256
+        g = (yy * 4 + i * 3) % 256
+        b = ((xx + yy) * 2 + i * 5) % 256
+        img = np.stack([r, g, b], -1).astype(np.int16) + rng.integers(-8, 8, (height, width, 3))
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def make_video(
+    path: str | Path,
+    *,
+    frames: int = 24,
+    width: int = 64,
+    height: int = 48,
+    codec: str = "h264",
+    fps: float = 30,
+    seed: int = 0,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames_rgb(frames, width, height, seed), codec=codec, fps=fps)
+    return path
+
+
+def make_video_with_audio(path: str | Path, *, frames: int = 24, width: int = 64, height: int = 48) -> Path:
+    """H.264 + AAC in mp4, moov at the front (like files from YouTube)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
+        vs = c.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        aus = c.add_stream("aac", rate=44100)
+        samples_per_frame = 44100 // 30
+        apts = 0
+        for i, img in enumerate(frames_rgb(frames, width, height)):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+            tone = (np.sin(np.arange(samples_per_frame) / 10.0) * 0.1).astype(np.float32)[None]
+            af = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+            af.sample_rate = 44100
+            af.pts = apts
+            apts += samples_per_frame
+            for p in aus.encode(af):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+        for p in aus.encode(None):
+            c.mux(p)
+    return path
+
+
+def make_vfr_video(path: str | Path, *, frames: int = 30, width: int = 64, height: int = 48) -> Path:
+    """Variable frame rate: frame intervals alternate between 1/30 s and 1/15 s (mkv, millisecond pts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for i, img in enumerate(frames_rgb(frames, width, height)):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = t
+            vf.time_base = Fraction(1, 1000)
+            t += 33 if i % 2 == 0 else 67
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+    return path
+
+
+def make_audio_only(path: str | Path) -> Path:
+    path = Path(path)
+    with av.open(str(path), "w") as c:
+        aus = c.add_stream("aac", rate=44100)
+        for i in range(20):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate = 44100
+            af.pts = i * 1024
+            for p in aus.encode(af):
+                c.mux(p)
+        for p in aus.encode(None):
+            c.mux(p)
+    return path
+
+
+@pytest.fixture
+def video_factory(tmp_path):
+    return make_video
+
+
+# ------------------------------------------------------------------------------------------------------
+# Shard tests: Kinetics-400 trees built from the real annotation rows in ../shared/data/kinetics400.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+K400_DATA = SHARED_DATA / "kinetics400"
+K400_VAL_CSV = K400_DATA / "k400_val_rows.csv"
+K400_TRAIN_CSV = K400_DATA / "k400_train_rows.csv"
+
+
+def k400_class_names() -> list[str]:
+    """The canonical alphabetical 400 names (line number - 1 = class id), read from the shared data."""
+    return [
+        ln.strip()
+        for ln in (SHARED_DATA / "kinetics400_classes.txt").read_text("utf-8").splitlines()
+        if ln.strip()
+    ]
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def k400_rows(ids: list[str] | None = None, source: Path = K400_VAL_CSV) -> list[dict[str, str]]:
+    """Rows of a real annotation file (all, or those of `ids` in the order given)."""
+    rows = read_csv_rows(source)
+    if ids is None:
+        return rows
+    by_id = {r["youtube_id"]: r for r in rows}
+    return [by_id[i] for i in ids]
+
+
+def write_k400_csv(path: str | Path, ids: list[str] | None = None, source: Path = K400_VAL_CSV) -> Path:
+    """An official-format annotation CSV: the header and the rows of `ids` (None: all) copied byte for byte
+    from the real file, in its order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text("utf-8").splitlines(keepends=True)
+    keep = [ln for ln in lines[1:] if ids is None or next(csv.reader([ln]))[1] in ids]
+    path.write_text(lines[0] + "".join(keep), "utf-8")
+    return path
+
+
+def k400_stem(row: dict[str, str]) -> str:
+    """`{youtube_id}_{start:06d}_{end:06d}`: file stem and sample key of a Kinetics row."""
+    return f"{row['youtube_id']}_{int(row['time_start']):06d}_{int(row['time_end']):06d}"
+
+
+def make_odd_size_video(
+    path: str | Path,
+    *,
+    frames: int = 24,
+    width: int = 67,
+    height: int = 49,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv444p",
+) -> Path:
+    """A video whose width and height are odd (yuv444p H.264 in mp4, or yuvj444p MJPEG in mkv)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(codec, rate=30)
+        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+        for i, img in enumerate(frames_rgb(frames, width, height, seed=3)):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+    return path
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree_digest(folder: str | Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below `folder` (hidden ones included)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def read_tar(path: str | Path) -> list[tuple[str, bytes]]:
+    """(member name, bytes) in archive order."""
+    with tarfile.open(path) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+
+
+def tar_samples(path: str | Path) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes}, keys in archive order (WebDataset: the key ends at the first dot)."""
+    samples: dict[str, dict[str, bytes]] = {}
+    for name, data in read_tar(path):
+        key, _, ext = name.partition(".")
+        samples.setdefault(key, {})[ext] = data
+    return samples
+
+
+def shard_samples(out: str | Path, split: str) -> dict[str, dict[str, bytes]]:
+    """All samples of a split's shards, in shard order."""
+    samples: dict[str, dict[str, bytes]] = {}
+    for tar in sorted(Path(out).glob(f"{split}-[0-9]*.tar")):
+        for key, members in tar_samples(tar).items():
+            assert key not in samples, f"{key} is in two shards"
+            samples[key] = members
+    return samples
