@@ -32,7 +32,7 @@ from .probe import PROBE_MODES, ProbeError, probe
 from .reencode import ReencodeSpec, reencode
 from .sources import SPLITS, Record, Reject, SourceError, SourcePlan, kinetics_source
 from .synthetic import SyntheticConfig
-from .writer import ShardInfo, ShardWriter, atomic_write_text
+from .writer import Member, ShardInfo, ShardWriter, atomic_write_text
 
 MANIFEST_VERSION = 1
 STATE_DIR = ".stts-shard"
@@ -340,7 +340,7 @@ def _build_split(
     if not journals:
         shutil.rmtree(state, ignore_errors=True)
         for p in existing:
-            p.unlink()
+            p.unlink(missing_ok=True)
     state.mkdir(parents=True, exist_ok=True)
     atomic_write_text(state / "options.json", json.dumps(options, sort_keys=True, indent=1))
     work = state / "work"
@@ -391,6 +391,11 @@ def _build_split(
                 continue
             members, nbytes, codec = _sample_members(rec, res, plan)
             writer.add(rec.key, members)
+            if res["payload"] != res["path"] or res.get("generated"):
+                # re-encoded or generated for this sample only
+                Path(res["payload"]).unlink(missing_ok=True)
+                if res.get("generated"):
+                    Path(res["path"]).unlink(missing_ok=True)
             codecs_since[codec] += 1
             report.processed += 1
             report.processed_bytes += nbytes
@@ -451,7 +456,6 @@ def _relative(path: str | None, root: str | None) -> str | None:
 
 def _sample_members(rec: Record, res: dict[str, Any], plan: SourcePlan) -> tuple[dict[str, bytes], int, str]:
     payload = Path(res["payload"])
-    data = payload.read_bytes()
     info = dict(res["info"])
     meta: dict[str, Any] = {
         "label": rec.label,
@@ -465,12 +469,9 @@ def _sample_members(rec: Record, res: dict[str, Any], plan: SourcePlan) -> tuple
     if res["reencoded"] is not None:
         meta["source_video"] = info  # what the original file held
         info = {**info, **res["reencoded"]}
-        payload.unlink()
     meta["sha256"] = res["sha256"]
     if res.get("generated"):
-        generated = Path(res["path"])
-        meta["source"] = f"synthetic/{rec.split}/{generated.name}"
-        generated.unlink(missing_ok=True)  # made for this sample only
+        meta["source"] = f"synthetic/{rec.split}/{Path(res['path']).name}"
     else:
         meta["source"] = _relative(res["path"], plan.root)
     meta.update(info)
@@ -479,13 +480,13 @@ def _sample_members(rec: Record, res: dict[str, Any], plan: SourcePlan) -> tuple
     fixed = struct.pack(
         "<5i", rec.label, info["num_frames"], round(info["fps"] * 1000), info["width"], info["height"]
     )
-    members = {
-        ext: data,
+    members: dict[str, Member] = {
+        ext: payload,  # the source file itself: the writer copies it without reading it into Python
         "cls": str(rec.label).encode(),
         "json": json.dumps(meta, sort_keys=True).encode(),
         "i32": fixed,
     }
-    return members, len(data), info["codec"]
+    return members, payload.stat().st_size, info["codec"]
 
 
 def _load_journals(state: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
