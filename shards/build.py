@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from .probe import PROBE_MODES, ProbeError, probe
 from .reencode import ReencodeSpec, reencode
-from .sources import SPLITS, Record, Reject, SourceError, SourcePlan, kinetics_source
+from .sources import SPLITS, VIDEO_EXTS, Record, Reject, SourceError, SourcePlan, kinetics_source
 from .synthetic import SyntheticConfig
 from .writer import Member, ShardInfo, ShardWriter, atomic_write_text
 
@@ -144,6 +144,10 @@ def _process(record: Record, probe_mode: str, spec: ReencodeSpec | None, workdir
         candidates = (str(path),)
     errors = []
     for cand in candidates:
+        if spec is None and not cand.lower().endswith(VIDEO_EXTS):
+            ext = Path(cand).suffix or "(none)"
+            errors.append((cand, f"container {ext} is not one of {', '.join(VIDEO_EXTS)}; pass --reencode"))
+            continue
         try:
             info = probe(cand, probe_mode).to_dict()
         except ProbeError as err:
@@ -153,7 +157,7 @@ def _process(record: Record, probe_mode: str, spec: ReencodeSpec | None, workdir
         if spec is not None:
             dst = Path(workdir) / f"{record.key}.{spec.extension}"
             try:
-                result["reencoded"] = reencode(cand, dst, spec)
+                result["reencoded"] = reencode(cand, dst, spec, source_fps=info["fps"])
             except Exception as err:  # noqa: BLE001 - any failure of a bad file is a reject, not a crash
                 dst.unlink(missing_ok=True)
                 errors.append((cand, f"re-encode failed: {' '.join(str(err).split())[:200]}"))
@@ -280,13 +284,13 @@ def build_shards(cfg: ShardConfig, progress: Progress | None = None) -> BuildRep
     _check_config(cfg)
     splits = _splits(cfg)
     out = Path(cfg.out).expanduser()
+    # every split's source is checked before anything is created: bad input leaves no trace
+    plans = {split: plan_split(cfg, split, out / STATE_DIR / split / "work") for split in splits}
     _prepare_out(out)
     progress = progress or _NoProgress()
     reports: dict[str, SplitReport] = {}
     dataset = cfg.src
-    for split in splits:
-        state = out / STATE_DIR / split
-        plan = plan_split(cfg, split, state / "work")
+    for split, plan in plans.items():
         dataset = plan.dataset
         _check_manifest_compatible(out, plan)
         reports[split] = _build_split(cfg, plan, split, out, progress)
@@ -311,8 +315,8 @@ def _build_split(
     options = {**cfg.options(), "split": split}
     existing = [p for p in _split_files(out, split) if p.exists()]
     if cfg.overwrite:
-        for p in existing:
-            p.unlink()
+        for p in [*existing, *out.glob(f".{split}-*.tmp")]:
+            p.unlink(missing_ok=True)
         shutil.rmtree(state, ignore_errors=True)
         _drop_manifest_split(out, split)
     elif (existing or state.exists()) and not cfg.resume:

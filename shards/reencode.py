@@ -7,6 +7,7 @@ for MViT 16x4) means a clip decodes 4x fewer frames.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,12 +43,19 @@ class ReencodeSpec:
         return asdict(self)
 
 
-def reencode(src: str | Path, dst: str | Path, spec: ReencodeSpec) -> dict:
-    """Decode `src`, resize, resample in time and encode into `dst`. Returns the new video's metadata."""
+def reencode(
+    src: str | Path, dst: str | Path, spec: ReencodeSpec, *, source_fps: float | None = None
+) -> dict:
+    """Decode `src`, resize, resample in time and encode into `dst`. Returns the new video's metadata.
+
+    Output is constant frame rate: `spec.fps` (never above the source's) or the source's average rate
+    (`source_fps`, as the probe measured it: a variable-frame-rate file's header rate can be far off).
+    Frames are placed by their timestamps, so the duration is kept whatever the source's timing.
+    """
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-        src_fps = Fraction(rate)
+        rate = source_fps or stream.average_rate or stream.guessed_rate or 30
+        src_fps = Fraction(rate).limit_denominator(1001)
         out_fps = src_fps if spec.fps is None else min(Fraction(spec.fps).limit_denominator(1001), src_fps)
         width, height = short_side_size(
             stream.codec_context.width, stream.codec_context.height, spec.short_side
@@ -57,13 +65,17 @@ def reencode(src: str | Path, dst: str | Path, spec: ReencodeSpec) -> dict:
         )
         try:
             last_slot = -1
+            t0 = None
             for i, frame in enumerate(container.decode(stream)):
-                # keep the first source frame of every output frame interval (all of them at equal rates)
-                slot = int(i * out_fps / src_fps)
-                if slot == last_slot:
-                    continue
-                last_slot = slot
-                encoder.write(frame)
+                t = frame.time if frame.time is not None else i / float(src_fps)
+                t0 = t if t0 is None else t0
+                slot = math.floor((t - t0) * float(out_fps) + 1e-6)
+                # output frame `slot` covers [slot, slot + 1) / out_fps and shows the first source frame
+                # in it; an interval a variable-rate source leaves empty repeats the next frame, so that
+                # the duration is kept
+                while last_slot < slot:
+                    encoder.write(frame)
+                    last_slot += 1
         finally:
             encoder.close()
     frames = encoder.frames

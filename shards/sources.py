@@ -74,7 +74,7 @@ def kinetics_key(youtube_id: str, start: int, end: int) -> str:
 
 def safe_key(stem: str) -> str:
     """Sample keys must not contain dots (WebDataset splits the extension at the first dot)."""
-    return _KEY_UNSAFE.sub("_", stem).strip("_") or "video"
+    return _KEY_UNSAFE.sub("_", stem) or "video"
 
 
 def _tokens(name: str) -> set[str]:
@@ -96,7 +96,14 @@ def normalise_split(value: str) -> str | None:
 def _walk(root: Path, max_depth: int | None = None):
     """Sorted, deterministic walk that skips hidden folders; yields (dirpath, dirnames, filenames)."""
     root_depth = len(root.parts)
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[str] = set()
+    # split folders are often symlinks to other disks; a folder reached twice (a link loop) is skipped
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if max_depth is not None and len(Path(dirpath).parts) - root_depth >= max_depth:
             dirnames[:] = []
