@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sys
 import tarfile
 from fractions import Fraction
 from pathlib import Path
-
-# `pytest` puts tests/ on sys.path, where tests/shards and tests/cli would be found as namespace packages
-# named like the editable-installed `shards` and `cli` (the editable finder runs after the path finder),
-# so `importlib.resources.files("shards")` would point into tests/shards. With the repository root on
-# sys.path the real (regular) packages always win.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import av
 import numpy as np

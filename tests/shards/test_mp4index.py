@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import av
 import pytest
+from conftest import make_video, make_video_with_audio
 
 from shards.mp4index import Mp4Truncated, read_mp4_index
 from shards.probe import ProbeError, probe
-from conftest import make_video, make_video_with_audio
 
 
 def _pyav(path):
