@@ -327,6 +327,17 @@ def _build_split(
     elif existing and not state.exists():
         done = _manifest_split(out, split)
         if done is not None and done.get("options") == options:
+            for shard in done["shards"]:
+                tar = out / shard["name"]
+                if (
+                    not tar.exists()
+                    or tar.stat().st_size != shard["bytes"]
+                    or not tar.with_suffix(".idx").exists()
+                ):
+                    raise SourceError(
+                        f"--resume: {tar.name} (or its .idx) is missing or changed since the run completed; "
+                        "pass --overwrite to rebuild the split"
+                    )
             report.already_complete = True
             report.samples, report.rejected = done["samples"], done["rejected"]
             report.missing, report.shards = done.get("missing", 0), len(done["shards"])
