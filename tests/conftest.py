@@ -116,18 +116,20 @@ def video_factory(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------
-# Shard tests: Kinetics-400 trees built from the real annotation rows in ../shared/data/kinetics400.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-K400_DATA = SHARED_DATA / "kinetics400"
+# Shard tests: Kinetics-400 trees built from real annotation rows (tests/data/kinetics400, copied from the
+# project's shared data: public facts, no videos; SOURCES.md there says where each row comes from).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+K400_DATA = TEST_DATA / "kinetics400"
 K400_VAL_CSV = K400_DATA / "k400_val_rows.csv"
 K400_TRAIN_CSV = K400_DATA / "k400_train_rows.csv"
 
 
 def k400_class_names() -> list[str]:
-    """The canonical alphabetical 400 names (line number - 1 = class id), read from the shared data."""
+    """The canonical alphabetical 400 names (line number - 1 = class id), from the test data's own copy
+    (independent of the package's)."""
     return [
         ln.strip()
-        for ln in (SHARED_DATA / "kinetics400_classes.txt").read_text("utf-8").splitlines()
+        for ln in (TEST_DATA / "kinetics400_classes.txt").read_text("utf-8").splitlines()
         if ln.strip()
     ]
 

@@ -1,6 +1,6 @@
 """Kinetics layouts → records (no video is opened here, so the "videos" are placeholder files).
 
-Trees are built from real rows of the official Kinetics-400 annotation files (../shared/data/kinetics400):
+Trees are built from real rows of the official Kinetics-400 annotation files (tests/data/kinetics400):
 ids that start with '-' or '_' and contain '_', labels with spaces, parentheses, an apostrophe and upper
 case, time_start >= 1000, is_cc = 1, pandas-style quoting.
 """
