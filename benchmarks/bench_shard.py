@@ -144,7 +144,9 @@ def main() -> None:
         rows.append(("copy into a tar + fsync (durable I/O limit)", 1, copy_sync_s))
         for probe in ("fast", "full"):
             for workers in (1, 2):
-                s = best(lambda p=probe, w=workers: run_shard(root, tmp / "out", probe=p, workers=w), args.repeats)
+                s = best(
+                    lambda p=probe, w=workers: run_shard(root, tmp / "out", probe=p, workers=w), args.repeats
+                )
                 rows.append((f"stts shard --probe {probe}", workers, s))
         spec = ReencodeSpec(short_side=160, gop=16, codec="h264")
         s = run_shard(root, tmp / "out", probe="fast", workers=2, reencode=spec)
