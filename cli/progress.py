@@ -50,11 +50,12 @@ class ShardProgress:
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
 
-    def start(self, split, total, done):
+    def start(self, split, total, done, rejected):
         self.t0 = time.perf_counter()
-        self.count = self.nbytes = self.rejects = 0
+        self.count = self.nbytes = 0
+        self.rejects = rejected
         self.task = self.progress.add_task(
-            f"shard {split}", total=total, completed=done, vps=0.0, mbps=0.0, rejects=0
+            f"shard {split}", total=total, completed=done, vps=0.0, mbps=0.0, rejects=rejected
         )
 
     def update(self, accepted, nbytes):

@@ -85,13 +85,13 @@ def _abs(path: str | None) -> str | None:
 
 
 class Progress(Protocol):
-    def start(self, split: str, total: int, done: int) -> None: ...
+    def start(self, split: str, total: int, done: int, rejected: int) -> None: ...
     def update(self, accepted: bool, nbytes: int) -> None: ...
     def finish(self, split: str) -> None: ...
 
 
 class _NoProgress:
-    def start(self, split, total, done):
+    def start(self, split, total, done, rejected):
         pass
 
     def update(self, accepted, nbytes):
@@ -394,7 +394,7 @@ def _build_split(
         out, split, max_count=cfg.max_count or 2**62, max_size=cfg.max_size, start_index=len(journals),
         on_shard=on_shard,
     )  # fmt: skip
-    progress.start(split, len(ordered), position)
+    progress.start(split, len(ordered), position, len(rejects))  # rows refused before probing count too
     try:
         for offset, (rec, res) in enumerate(_ordered_results(ordered[position:], cfg, work)):
             cursor["position"] = position + offset  # records before this one are consumed

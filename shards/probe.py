@@ -52,10 +52,9 @@ def probe(path: str | os.PathLike, mode: str = "full") -> VideoInfo:
         raise ProbeError(f"unreadable: {err.strerror}") from None
     if size == 0:
         raise ProbeError("empty file (0 bytes)")
-    if mode == "fast":
-        info = _fast_mp4(path)
-        if info is not None:
-            return info
+    fast = _fast_mp4(path)  # also says "truncated" for a cut MP4 before any decoder fails on it
+    if mode == "fast" and fast is not None:
+        return fast
     try:
         container = av.open(os.fspath(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as err:
@@ -144,7 +143,8 @@ def probe(path: str | os.PathLike, mode: str = "full") -> VideoInfo:
 
 
 def _fast_mp4(path) -> VideoInfo | None:
-    """MP4's sample tables answer the fast probe without FFmpeg (10x cheaper than opening the file)."""
+    """MP4's sample tables answer the fast probe without FFmpeg (10x cheaper than opening the file);
+    raises ProbeError when they point past the end of the file."""
     try:
         index = read_mp4_index(path)
     except Mp4Truncated as err:

@@ -143,10 +143,14 @@ def test_rejects_broken_inputs_with_a_reason(tmp_path, kind, mode):
     assert "\n" not in reason and len(reason) < 300
 
 
-def test_truncated_mp4_reason_counts_frames(tmp_path):
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_truncated_mp4_is_called_truncated_in_both_modes(tmp_path, mode):
+    """The MP4 index is checked before decoding, so the reason says what happened, not how it failed."""
     path = make_bad(tmp_path, "truncated-mp4-faststart")
-    with pytest.raises(ProbeError, match=r"^truncated: only \d+ of 24 frames are present$"):
-        probe(path, "full")
+    with pytest.raises(
+        ProbeError, match=r"^truncated: the media data is cut short \(\d+ of \d+ bytes present\)$"
+    ):
+        probe(path, mode)
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99])
