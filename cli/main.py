@@ -99,6 +99,12 @@ def shard(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace this split's existing shards.")
     ] = False,
+    fsync: Annotated[
+        bool,
+        typer.Option(
+            help="Flush each shard to disk before naming it complete (--no-fsync: faster, not power-cut safe)."
+        ),
+    ] = True,
     reencode: Annotated[
         bool,
         typer.Option("--reencode", help="Re-encode videos (short side, GOP, codec) for fast random access."),
@@ -163,6 +169,7 @@ def shard(
             seed=seed,
             resume=resume,
             overwrite=overwrite,
+            fsync=fsync,
             reencode=spec,
             synthetic=synth,
         )

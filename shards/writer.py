@@ -70,7 +70,8 @@ class _OpenShard:
     """One tar being written. Members are written straight to the file (header, data, padding), which
     is what tarfile does, without its per-block copy loop."""
 
-    def __init__(self, out: Path, name: str):
+    def __init__(self, out: Path, name: str, fsync: bool = True):
+        self.fsync = fsync
         self.final = out / name
         self.tmp = out / f".{name}.tmp"
         self.idx_final = self.final.with_suffix(".idx")
@@ -117,7 +118,9 @@ class _OpenShard:
         end = _final_size(self.offset)
         self.file.write(b"\0" * (end - self.offset))
         self.file.flush()
-        os.fsync(self.file.fileno())
+        if self.fsync:
+            # on disk before it gets its final name: a shard that looks complete survives a power cut
+            os.fsync(self.file.fileno())
         self.file.close()
         index = f"{DALI_INDEX_VERSION} {len(self.keys)}\n" + "".join(line + "\n" for line in self.index_lines)
         with open(self.idx_tmp, "w", encoding="utf-8") as f:
@@ -138,8 +141,17 @@ class ShardWriter:
     sample would take the shard past `max_size` bytes (a sample larger than that gets a shard alone)."""
 
     def __init__(
-        self, out: Path, split: str, *, max_count: int, max_size: int, start_index: int = 0, on_shard=None
+        self,
+        out: Path,
+        split: str,
+        *,
+        max_count: int,
+        max_size: int,
+        start_index: int = 0,
+        on_shard=None,
+        fsync: bool = True,
     ):
+        self.fsync = fsync
         self.out = Path(out)
         self.split = split
         self.max_count = max_count
@@ -160,7 +172,7 @@ class ShardWriter:
         ):
             self.flush()
         if self._shard is None:
-            self._shard = _OpenShard(self.out, shard_name(self.split, self.index))
+            self._shard = _OpenShard(self.out, shard_name(self.split, self.index), self.fsync)
         self._shard.add(key, members)
 
     def flush(self) -> None:

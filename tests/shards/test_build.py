@@ -446,11 +446,11 @@ def interrupt_when_shard_opens(monkeypatch, n: int):
     original = writer_mod._OpenShard.__init__
     calls = {"n": 0}
 
-    def init(self, out, name):
+    def init(self, out, name, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
             raise KeyboardInterrupt
-        original(self, out, name)
+        original(self, out, name, *args, **kwargs)
 
     monkeypatch.setattr(writer_mod._OpenShard, "__init__", init)
 
@@ -831,3 +831,21 @@ def test_resume_of_a_finished_run_checks_its_shards(tmp_path):
     (tmp_path / "out" / "train-000000.tar").unlink()
     with pytest.raises(SourceError, match="missing or changed"):
         build_shards(replace(cfg, resume=True))
+
+
+def test_no_fsync_writes_the_same_bytes_without_flushing(tmp_path, monkeypatch):
+    synth = SyntheticConfig(
+        num_classes=2, train_per_class=3, val_per_class=1, frames=8, size=32, codec="mjpeg"
+    )
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(writer_mod.os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
+    outs = {}
+    for fsync in (True, False):
+        calls.clear()
+        out = tmp_path / f"out-{fsync}"
+        build_shards(ShardConfig(src="synthetic", out=str(out), split="train", synthetic=synth, max_count=2,
+                                 workers=1, fsync=fsync))  # fmt: skip
+        assert len(calls) == (3 if fsync else 0)  # one per shard: 6 samples, 2 per shard
+        outs[fsync] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    assert outs[True] == outs[False]
