@@ -28,7 +28,7 @@ from common import machine, write_result  # noqa: E402
 
 from shards.build import ShardConfig, build_shards  # noqa: E402
 from shards.classes import kinetics400_classes  # noqa: E402
-from shards.reencode import ReencodeSpec  # noqa: E402
+from shards.reencode import ReencodeSpec, reencode  # noqa: E402
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 
@@ -119,6 +119,43 @@ def run_shard(root: Path, out: Path, **kw) -> float:
     return dt
 
 
+def clip_access_ms(paths: list[Path], clips_per_video: int = 6, length: int = 16, seed: int = 0) -> float:
+    """Mean time to decode one random 16-frame clip with PyAV (seek to the keyframe before the start,
+    decode up to the clip's end), the way pySlowFast-style loaders read videos."""
+    import random
+
+    import av
+
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    clips = 0
+    for path in paths:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            n, tb, fps = s.frames, s.time_base, float(s.average_rate)
+            for _ in range(clips_per_video):
+                start = rng.randrange(0, n - length)
+                c.seek(int(start / fps / tb), stream=s, backward=True)
+                got = 0
+                for frame in c.decode(s):
+                    if frame.time is not None and frame.time * fps + 0.5 >= start:
+                        got += 1
+                        if got == length:
+                            break
+                clips += 1
+    return (time.perf_counter() - t0) / clips * 1000
+
+
+def gop_of(path: Path) -> int:
+    """The longest distance between two keyframes, in frames (the whole video if it has one)."""
+    import av
+
+    with av.open(str(path)) as c:
+        flags = [p.is_keyframe for p in c.demux(video=0) if p.size]
+    keys = [i for i, k in enumerate(flags) if k] + [len(flags)]
+    return max(b - a for a, b in zip(keys, keys[1:], strict=False))
+
+
 def best(fn, repeats: int) -> float:
     return min(fn() for _ in range(repeats))
 
@@ -148,9 +185,26 @@ def main() -> None:
                     lambda p=probe, w=workers: run_shard(root, tmp / "out", probe=p, workers=w), args.repeats
                 )
                 rows.append((f"stts shard --probe {probe}", workers, s))
+        for workers in (1, 2):
+            s = best(
+                lambda w=workers: run_shard(root, tmp / "out", probe="fast", workers=w, fsync=False),
+                args.repeats,
+            )
+            rows.append(("stts shard --probe fast --no-fsync", workers, s))
         spec = ReencodeSpec(short_side=160, gop=16, codec="h264")
         s = run_shard(root, tmp / "out", probe="fast", workers=2, reencode=spec)
         rows.append(("stts shard --probe fast --reencode (h264, short side 160)", 2, s))
+
+        # random clip access: the source, and re-encodes that differ only in their GOP
+        sample = files[:12]
+        access = {"source": {"gop": gop_of(sample[0]), "ms_per_clip": clip_access_ms(sample)}}
+        for gop in (250, 16):
+            made = []
+            for p in sample:
+                dst = tmp / f"{p.stem}.gop{gop}.mp4"
+                reencode(p, dst, ReencodeSpec(short_side=None, gop=gop, codec="h264"))
+                made.append(dst)
+            access[f"gop{gop}"] = {"gop": gop_of(made[0]), "ms_per_clip": clip_access_ms(made)}
 
     n = len(files)
     results = {
@@ -166,11 +220,17 @@ def main() -> None:
     copy_mbps = total / copy_s / 1e6
     sync_mbps = total / copy_sync_s / 1e6
     fast2 = next(r for r in results["rows"] if r["variant"].endswith("fast") and r["workers"] == 2)
+    nosync2 = next(r for r in results["rows"] if r["variant"].endswith("--no-fsync") and r["workers"] == 2)
     full1 = next(r for r in results["rows"] if r["variant"].endswith("full") and r["workers"] == 1)
     fast1 = next(r for r in results["rows"] if r["variant"].endswith("fast") and r["workers"] == 1)
     results["fast_vs_copy"] = fast2["mb_per_s"] / copy_mbps
     results["fast_vs_durable_copy"] = fast2["mb_per_s"] / sync_mbps
+    results["fast_no_fsync_vs_copy"] = nosync2["mb_per_s"] / copy_mbps
     results["full_probe_ms_per_video"] = (full1["seconds"] - fast1["seconds"]) / n * 1000
+    results["clip_access"] = access
+    speedup = access["gop250"]["ms_per_clip"] / access["gop16"]["ms_per_clip"]
+    results["gop16_vs_gop250_clip_speedup"] = speedup
+
     lines = [
         f"{n} videos, {total / 1e6:.1f} MB ({total / n / 1e3:.0f} KB each; {results['video']}), "
         f"best of {args.repeats}, page cache warm.",
@@ -183,15 +243,38 @@ def main() -> None:
             f"| {r['variant']} | {r['workers']} | {r['videos_per_s']:.1f} | {r['mb_per_s']:.1f} | "
             f"{r['mb_per_s'] / copy_mbps:.0%} | {r['mb_per_s'] / sync_mbps:.0%} |"
         )
-    verdict = "met" if results["fast_vs_copy"] >= 0.5 else "missed"
+
+    def verdict(x: float) -> str:
+        return "met" if x >= 0.5 else f"missed by {(0.5 - x) * 100:.0f} points"
+
+    nosync = results["fast_no_fsync_vs_copy"]
     lines += [
         "",
-        f"Goal: `--probe fast` sharding >= 50 % of the copy speed: measured {results['fast_vs_copy']:.0%} "
-        f"of the plain copy and {results['fast_vs_durable_copy']:.0%} of the copy + fsync (2 workers) — "
-        f"{verdict} against the plain copy. `stts shard` fsyncs every shard before renaming it; the page "
-        "cache holds the whole corpus here, so the plain copy never touches the disk.",
+        "Goal: `--probe fast` sharding >= 50 % of the copy speed (2 workers). "
+        f"With `--no-fsync`: {nosync:.0%} of the copy ({verdict(nosync)}). "
+        f"Default (each shard fsynced before its rename): {results['fast_vs_copy']:.0%} of the copy "
+        f"({verdict(results['fast_vs_copy'])}) and {results['fast_vs_durable_copy']:.0%} of the copy + fsync. "
+        "The page cache holds the whole corpus here, so the plain copy never waits for the disk; the "
+        "default's extra cost is the flush to disk, nothing else.",
         f"Full-decode probe: {results['full_probe_ms_per_video']:.1f} ms per video more than fast "
         f"(1 worker; {results['video']}).",
+        "",
+        "Random 16-frame clip access with PyAV (seek to the keyframe before the clip, decode to its end; "
+        "6 clips in each of 12 videos; same frame size):",
+        "",
+        "| file | longest GOP (frames) | ms per clip |",
+        "|---|---:|---:|",
+        f"| source (x264 ultrafast, default keyint) | {access['source']['gop']} | "
+        f"{access['source']['ms_per_clip']:.1f} |",
+    ]
+    for gop in (250, 16):
+        a = access[f"gop{gop}"]
+        lines.append(
+            f"| `--reencode --gop {gop} --short-side 360` (h264) | {a['gop']} | {a['ms_per_clip']:.1f} |"
+        )
+    lines += [
+        "",
+        f"With the same encoder settings, GOP 16 makes random clip access {speedup:.1f}x cheaper than GOP 250.",
     ]
     md = "\n".join(lines)
     path = write_result("shard", machine(), results, md)
