@@ -193,6 +193,10 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def _process_many(records: list[Record], *args) -> list[dict[str, Any]]:
+    return [_process(rec, *args) for rec in records]
+
+
 def _ordered_results(records: list[Record], cfg: ShardConfig, workdir: Path):
     """Yield (record, result) in the order of `records`, computed by `cfg.workers` processes."""
     args = (cfg.probe, cfg.reencode, str(workdir))
@@ -200,20 +204,24 @@ def _ordered_results(records: list[Record], cfg: ShardConfig, workdir: Path):
         for rec in records:
             yield rec, _process(rec, *args)
         return
+    # A fast probe takes well under a millisecond, less than sending a task to a worker: send them in
+    # chunks. Decoding, re-encoding and generating are slow enough to go one by one.
+    light = cfg.probe == "fast" and cfg.reencode is None and cfg.src != "synthetic"
+    chunk = 16 if light else 1
     ctx = multiprocessing.get_context("fork")
     window = cfg.workers * 4
     with cf.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_ignore_sigint) as pool:
         pending: collections.deque = collections.deque()
-        it = iter(records)
         try:
-            for rec in it:
-                pending.append((rec, pool.submit(_process, rec, *args)))
+            for i in range(0, len(records), chunk):
+                batch = records[i : i + chunk]
+                pending.append((batch, pool.submit(_process_many, batch, *args)))
                 if len(pending) >= window:
-                    rec0, fut = pending.popleft()
-                    yield rec0, fut.result()
+                    batch0, fut = pending.popleft()
+                    yield from zip(batch0, fut.result(), strict=True)
             while pending:
-                rec0, fut = pending.popleft()
-                yield rec0, fut.result()
+                batch0, fut = pending.popleft()
+                yield from zip(batch0, fut.result(), strict=True)
         finally:
             for _, fut in pending:
                 fut.cancel()

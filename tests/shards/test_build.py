@@ -849,3 +849,23 @@ def test_no_fsync_writes_the_same_bytes_without_flushing(tmp_path, monkeypatch):
         assert len(calls) == (3 if fsync else 0)  # one per shard: 6 samples, 2 per shard
         outs[fsync] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
     assert outs[True] == outs[False]
+
+
+def test_fast_probe_in_chunks_keeps_the_order(tmp_path):
+    """Fast probes go to the workers 16 at a time: results must still come back in plan order."""
+    root = tmp_path / "k400"
+    classes = k400_class_names()
+    for i in range(40):
+        path = root / "train" / classes[i % 5] / f"chunk{i:05d}xx_000000_000010.mp4"
+        if i == 17:  # a reject in the second chunk
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("not a video")
+        else:
+            make_video(path, frames=4, width=32, height=32, seed=i)
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        build_shards(config(out, root, "train", probe="fast", max_count=7, workers=workers))
+        digests.append(tree_digest(out))
+    assert digests[0] == digests[1]
+    assert len(read_rejects(tmp_path / "w2", "train")) == 1
