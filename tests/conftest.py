@@ -110,6 +110,18 @@ def make_audio_only(path: str | Path) -> Path:
     return path
 
 
+def corrupt_middle_packet(src: Path, dst: Path | None = None) -> Path:
+    """Overwrite the payload of the middle video packet: the container is intact, the bitstream is not."""
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+    pos, size = packets[len(packets) // 2]
+    data = bytearray(Path(src).read_bytes())
+    data[pos + 8 : pos + size] = b"\x00" * (size - 8)
+    dst = Path(dst or src)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 @pytest.fixture
 def video_factory(tmp_path):
     return make_video

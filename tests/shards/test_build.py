@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import pytest
 from conftest import (
+    corrupt_middle_packet,
     frames_rgb,
     k400_class_names,
     k400_rows,
@@ -58,16 +59,6 @@ def label_of(yid: str) -> tuple[int, str]:
 def truncate(path: Path, fraction: float) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
-    return path
-
-
-def corrupt_middle_packet(path: Path) -> Path:
-    with av.open(str(path)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
-    pos, size = packets[len(packets) // 2]
-    data = bytearray(path.read_bytes())
-    data[pos + 8 : pos + size] = b"\x00" * (size - 8)
-    path.write_bytes(bytes(data))
     return path
 
 

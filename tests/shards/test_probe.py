@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import pytest
 from conftest import (
+    corrupt_middle_packet,
     make_audio_only,
     make_odd_size_video,
     make_vfr_video,
@@ -161,21 +162,10 @@ def test_fast_probe_rejects_mp4_whose_last_frame_is_cut(tmp_path, fraction):
         probe(bad, "fast")
 
 
-def _corrupt_middle_packet(src: Path, dst: Path) -> Path:
-    """Overwrite the payload of the middle video packet: the container is intact, the bitstream is not."""
-    with av.open(str(src)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
-    pos, size = packets[len(packets) // 2]
-    data = bytearray(src.read_bytes())
-    data[pos + 8 : pos + size] = b"\x00" * (size - 8)
-    dst.write_bytes(bytes(data))
-    return dst
-
-
 @pytest.mark.parametrize("codec, ext", [("mjpeg", "mkv"), ("vp9", "webm")])
 def test_corrupt_bitstream_full_rejects_fast_does_not(tmp_path, codec, ext):
     src = make_video(tmp_path / f"src.{ext}", codec=codec)
-    bad = _corrupt_middle_packet(src, tmp_path / f"bad.{ext}")
+    bad = corrupt_middle_packet(src, tmp_path / f"bad.{ext}")
     with pytest.raises(ProbeError, match=r"^corrupt: decoding failed after \d+ frames"):
         probe(bad, "full")
     assert probe(bad, "fast").num_frames == 24  # documented: demuxing does not see bitstream damage
