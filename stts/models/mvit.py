@@ -62,7 +62,7 @@ class MViTConfig:
     space_pruning_loc: tuple[int, ...] = (4,)
     time_left_ratio: float = 0.875
     space_left_ratio: float = 0.863
-    selection: str = "learned"  # "learned" | "random" | "uniform" (controls; see stts.selection)
+    strategy: str = "learned"  # "learned" | "random" | "uniform" (controls; see stts.selection)
     num_samples: int = NUM_SAMPLES  # noise samples of the perturbed top-k
     space_stride: int | None = None  # window stride; None: max((H - a) // 2, 1), i.e. 1 for every zoo entry
 
@@ -73,8 +73,8 @@ class MViTConfig:
             if isinstance(value, list):
                 value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
                 object.__setattr__(self, f.name, value)
-        if self.selection not in STRATEGIES:
-            raise ValueError(f"selection must be one of {STRATEGIES}, got {self.selection!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"selection strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         for name in ("time_pruning_loc", "space_pruning_loc"):
             locs = getattr(self, name)
             # The official model holds one selector per location in a ModuleList, but every shipped config
@@ -380,7 +380,7 @@ class MViT(nn.Module):
         self.space_loc = cfg.space_pruning_loc[0] if cfg.space_pruning_loc else None
         if self.time_loc is not None:
             selector = TemporalSelector(
-                plans[self.time_loc].dim, k_t, strategy=cfg.selection, num_samples=cfg.num_samples
+                plans[self.time_loc].dim, k_t, strategy=cfg.strategy, num_samples=cfg.num_samples
             )
             self.time_score_predictor = nn.ModuleList([selector])
         if self.space_loc is not None:
@@ -388,7 +388,7 @@ class MViT(nn.Module):
                 plans[self.space_loc].dim,
                 k_s,
                 stride=cfg.space_stride,
-                strategy=cfg.selection,
+                strategy=cfg.strategy,
                 num_samples=cfg.num_samples,
             )
             self.space_score_predictor = nn.ModuleList([selector])

@@ -77,7 +77,7 @@ def test_zoo_names():
 
 def test_config_validation_and_yaml_lists():
     with pytest.raises(ValueError, match="selection"):
-        MViTConfig(selection="topk")
+        MViTConfig(strategy="topk")
     with pytest.raises(ValueError, match="at most one"):
         MViTConfig(space_pruning_loc=(4, 8))
     with pytest.raises(ValueError, match="outside"):
@@ -455,7 +455,7 @@ def test_eval_selects_hard_frames_and_windows():
 
 @pytest.mark.parametrize("strategy", ["random", "uniform"])
 def test_control_strategies_run(strategy):
-    model = MViT(replace(MVIT_CONFIGS[DEBUG], selection=strategy))
+    model = MViT(replace(MVIT_CONFIGS[DEBUG], strategy=strategy))
     x = video(model.cfg, batch=2)
     for mode in (True, False):
         assert model.train(mode)(x).shape == (2, 400)
