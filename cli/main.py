@@ -187,3 +187,75 @@ def shard(
 
 def main() -> None:  # pragma: no cover - console entry for `python -m cli`
     sys.exit(app())
+
+
+@app.command()
+def flops(
+    name: Annotated[str | None, typer.Argument(help="Model name (see --all for the zoo).")] = None,
+    convention: Annotated[
+        str | None,
+        typer.Option(
+            help="fvcore (MViT's README) or mmcv (Video Swin's README); default: the README's for the family."
+        ),
+    ] = None,
+    frames: Annotated[int | None, typer.Option(help="Input frames (default: the model's).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every zoo entry, both conventions.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per model and convention.")
+    ] = False,
+) -> None:
+    """GFLOPs of one view (batch 1, eval mode), beside the official README's figure."""
+    import json
+
+    from rich.table import Table
+
+    import stts
+    from stts.flops import CONVENTIONS, gflops
+    from stts.zoo import ZOO, default_convention
+
+    if all_ == (name is not None):
+        fail("give a model name or --all")
+    if convention is not None and convention not in CONVENTIONS:
+        fail(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    names = list(ZOO) if all_ else [name]
+    rows = []
+    for model_name in names:
+        try:
+            overrides = {"num_frames": frames} if frames is not None else {}
+            model = stts.build_model(model_name, **overrides)
+        except ValueError as err:
+            fail(str(err))
+        params = sum(p.numel() for p in model.parameters())
+        conventions = (
+            [convention] if convention else (list(CONVENTIONS) if all_ else [default_convention(model_name)])
+        )
+        for conv in conventions:
+            value = gflops(model, stts.input_shape(model), conv)
+            rows.append((model_name, conv, value, params))
+            if as_json:
+                print(
+                    json.dumps(
+                        {"model": model_name, "convention": conv, "gflops": round(value, 4), "params": params}
+                    )
+                )
+    if as_json:
+        return
+    table = Table(title="GFLOPs per view (batch 1, eval)")
+    for col in ("model", "convention", "GFLOPs", "config (spec)", "README", "vs README", "params"):
+        table.add_column(
+            col, justify="left" if col in ("model", "convention") else "right", no_wrap=col == "model"
+        )
+    for model_name, conv, value, params in rows:
+        ref = ZOO.get(model_name)
+        expected = getattr(ref, conv, None) if ref else None
+        readme = ref.readme_gflops if ref and conv == ref.convention else None
+        table.add_row(
+            model_name,
+            conv,
+            f"{value:.2f}",
+            "—" if expected is None else f"{expected:.2f}",
+            "—" if readme is None else f"{readme:.1f}",
+            "—" if readme is None else f"{value - readme:+.2f}",
+            f"{params / 1e6:.2f}M",
+        )
+    console.print(table)
