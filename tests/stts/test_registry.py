@@ -107,3 +107,27 @@ def test_zoo_flops_match_the_spec(name):
         expected = getattr(ref, convention)
         if expected is not None:
             assert gflops(model, stts.input_shape(model), convention) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("name", "export"),
+    [("mvit_debug_t0.5_s0.5", "pyslowfast"), ("swin_debug_t0.5", "mmcv"), ("mvit_debug", "ours")],
+)
+def test_models_round_trip_through_the_official_formats(tmp_path, name, export):
+    from stts.checkpoint import export_mmcv, export_pyslowfast
+
+    src = stts.build_model(name).eval()
+    path = tmp_path / "ckpt"
+    if export == "pyslowfast":
+        export_pyslowfast(src, path, epoch=30, cfg="MVIT: {}")
+        assert set(torch.load(path, weights_only=True)) == {"epoch", "model_state", "optimizer_state", "cfg"}
+    elif export == "mmcv":
+        export_mmcv(src, path)
+        keys = torch.load(path, weights_only=True)["state_dict"]
+        assert all(k.startswith(("backbone.", "cls_head.")) for k in keys)
+    else:
+        save_checkpoint(path, src, meta={"model_name": name})
+    dst = stts.build_model(name, checkpoint=path).eval()
+    assert dst.load_report.ok
+    x = torch.randn(stts.input_shape(src, batch=2))
+    torch.testing.assert_close(dst(x), src(x))
