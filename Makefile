@@ -33,6 +33,7 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_shard.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 demo: install
 	$(BIN)/stts shard --src synthetic --out $(DEMO_OUT)/shards --overwrite
