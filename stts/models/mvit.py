@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stts.layers import DropPath
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -206,24 +207,6 @@ def selection_sizes(cfg: MViTConfig) -> tuple[int | None, int | None]:
 
 # ------------------------------------------------------------------------------------------------------
 # Layers
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample: drop a residual branch with probability p, rescale survivors."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < keep
-        return x * mask.to(x.dtype) / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.4f}"
 
 
 class PatchEmbed(nn.Module):

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stts.layers import DropPath
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -205,23 +206,6 @@ def shift_mask(size: Triple, window: Triple, shift: Triple, device: torch.device
 
 # ----------------------------------------------------------------------------------------------------
 # Modules
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample: drop the whole residual branch of a sample with probability p."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Mlp(nn.Module):

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stts.layers import DropPath
 from stts.models.swin import (
     SWIN_CONFIGS,
-    DropPath,
     PatchMerging,
     SwinBlock3D,
     SwinConfig,

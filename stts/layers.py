@@ -1,0 +1,23 @@
+"""Layers shared by the model families."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample: drop the whole residual branch of a sample with probability p and
+    scale the survivors by 1 / (1 - p); identity in eval or when p = 0."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"
