@@ -1,0 +1,438 @@
+"""Decode clips with PyAV (any codec FFmpeg reads: H.264, HEVC, AV1, VP9, ...) and feed them to DALI.
+
+The third decoder of the one DALI graph (see ``pipelines.dali_decode`` for the other two): Python worker
+processes read samples straight from the shard tars (members located by the ``.idx`` files, read by offset,
+no tar scan), decode the frames of one clip with PyAV and hand ``(frames, label, key, indices)`` to DALI
+through a parallel ``fn.external_source`` (``parallel=True``, ``batch=False``, a picklable callable taking
+``SampleInfo``), so the same downstream graph applies whatever decoded the frames.
+
+* ``list_samples`` / ``read_member`` / ``parse_i32``: the shards seen from Python.
+* ``decode_frames``: the requested frames (any order, repeats allowed), from memory. It demuxes the packets
+  once (no decoding) to map frame indices to timestamps and keyframes, then for each run of requested
+  frames seeks to the keyframe before the run's first frame and decodes up to its last frame; a run ends
+  where a later keyframe would make seeking cheaper than decoding through.
+* ``PyAVClipSource``: the per-sample callable, deterministic in ``SampleInfo``: same epoch layout as
+  ``dali_decode.clip_pipeline`` (shard ``i`` of ``k`` reads ``[N*i//k, N*(i+1)//k)`` of the epoch's order,
+  padded with its last sample to ``ceil(N/k)`` and to whole batches; keep the first ``samples_per_epoch``
+  samples of each epoch). With ``shuffle`` the order is a permutation of all samples drawn from
+  ``(seed, epoch)``, the same on every rank, so ranks still split it without overlap.
+* ``pyav_clip_pipeline``: the same signature and outputs as ``dali_decode.clip_pipeline`` (frames uint8
+  ``FHWC``, label int32, key as ``source_info``-style uint8 bytes that ``dali_decode.key_of`` reads,
+  indices int32), on the CPU.
+
+Frame indices come from the same ``frame_indices(SampleMeta)`` callable as ``dali_decode`` (or the centre
+clip of ``num_frames`` frames ``stride`` apart). With ``py_start_method="spawn"`` it must be picklable (a
+module-level function, a ``functools.partial`` of one, or an instance of a module-level class).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.dali_decode import VIDEO_EXT, ClipPipeline, FrameIndexFn, SampleMeta, total_samples
+
+__all__ = [
+    "CentreClip",
+    "PyAVClipSource",
+    "ShardSample",
+    "decode_frames",
+    "list_samples",
+    "parse_i32",
+    "pyav_clip_pipeline",
+    "read_member",
+]
+
+VIDEO_EXTS = tuple(VIDEO_EXT.split(";"))
+PAD_MODES = ("edge", "none")
+
+
+# --------------------------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """One sample of a shard: its key, tar, video member name and each member's ``(offset, size)``."""
+
+    key: str
+    tar: str
+    video: str  # the video member's name, e.g. "KEY.webm"
+    members: dict[str, tuple[int, int]]  # ext -> (data offset in the tar, size)
+
+    @property
+    def source_info(self) -> str:
+        """What DALI's webdataset reader gives as ``source_info``: ``'tar:offset:member'``."""
+        ext = self.video.partition(".")[2]
+        return f"{self.tar}:{self.members[ext][0]}:{self.video}"
+
+
+def _read_index(tar: str | Path, idx: str | Path) -> list[ShardSample]:
+    with open(idx, encoding="utf-8") as f:
+        header = f.readline().split()
+        if len(header) != 2 or header[0] != "v1.2":
+            raise ValueError(f"{idx}: not a v1.2 webdataset index (header {header})")
+        lines = [line.split() for line in f if line.strip()]
+    if len(lines) != int(header[1]):
+        raise ValueError(f"{idx}: header says {header[1]} samples, found {len(lines)}")
+    samples = []
+    for fields in lines:
+        if len(fields) % 4:
+            raise ValueError(f"{idx}: bad line {' '.join(fields)!r}")
+        members: dict[str, tuple[int, int]] = {}
+        video = key = None
+        for j in range(0, len(fields), 4):
+            ext, offset, size, name = fields[j : j + 4]
+            members[ext] = (int(offset), int(size))
+            key = name.partition(".")[0]
+            if ext in VIDEO_EXTS:
+                video = name
+        if video is None or "i32" not in members:
+            raise ValueError(f"{idx}: sample {key} lacks a video ({VIDEO_EXT}) or an .i32 member")
+        samples.append(ShardSample(key, str(tar), video, members))
+    return samples
+
+
+def list_samples(tars: Sequence[str | Path], idxs: Sequence[str | Path]) -> list[ShardSample]:
+    """Every sample of the shards, in shard order then index order (DALI's reader order)."""
+    if len(tars) != len(idxs) or not tars:
+        raise ValueError("need one .idx per tar, and at least one tar")
+    return [s for t, i in zip(tars, idxs, strict=True) for s in _read_index(t, i)]
+
+
+def read_member(tar: str | Path, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``tar`` (a member's data, as located by the ``.idx``)."""
+    with open(tar, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise ValueError(f"{tar}: short read at {offset} ({len(data)} of {size} bytes)")
+    return data
+
+
+def parse_i32(data: bytes) -> tuple[int, int, float, int, int]:
+    """The ``.i32`` member: ``(label, num_frames, fps, width, height)`` (five little-endian int32)."""
+    if len(data) != 20:
+        raise ValueError(f".i32 member must be 20 bytes, got {len(data)}")
+    label, n, fps_x1000, w, h = (int(v) for v in np.frombuffer(data, "<i4"))
+    return label, n, fps_x1000 / 1000, w, h
+
+
+# -------------------------------------------------------------------------------------------- decoding
+
+
+def _check_indices(indices: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
+        raise ValueError(f"{what}: need a non-empty 1-D list of ints >= 0, got {idx}")
+    return idx.astype(np.int64)
+
+
+def _rgb(frame) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+def _decode_sequential(video_bytes: bytes, wanted: set[int], last: int) -> dict[int, np.ndarray]:
+    """Fallback: decode from the start, counting frames, up to ``last``."""
+    import av
+
+    got: dict[int, np.ndarray] = {}
+    with av.open(io.BytesIO(video_bytes)) as c:
+        stream = c.streams.video[0]
+        for i, frame in enumerate(c.decode(stream)):
+            if i in wanted:
+                got[i] = _rgb(frame)
+            if i >= last:
+                break
+    return got
+
+
+def _decode_all(video_bytes: bytes) -> list[np.ndarray]:
+    import av
+
+    with av.open(io.BytesIO(video_bytes)) as c:
+        return [_rgb(f) for f in c.decode(c.streams.video[0])]
+
+
+SEEK_SKIP = 4  # skip at least this many unwanted frames by seeking rather than decoding through (a heuristic)
+
+
+def _runs(wanted: list[int], keyframe_before: list[int]) -> list[list[int]]:
+    """Split sorted frame indices into decode runs: a new run (a seek) where the next frame's keyframe
+    lies at least ``SEEK_SKIP`` frames after the previous wanted frame, so a seek skips that many."""
+    runs = [[wanted[0]]]
+    for i in wanted[1:]:
+        if keyframe_before[i] - runs[-1][-1] > SEEK_SKIP:
+            runs.append([i])
+        else:
+            runs[-1].append(i)
+    return runs
+
+
+def decode_frames(
+    video_bytes: bytes, indices: Sequence[int] | np.ndarray, *, pad_mode: str = "edge"
+) -> np.ndarray:
+    """Frames ``indices`` (0-based, presentation order) of a video held in memory, uint8 ``(T, H, W, 3)`` RGB.
+
+    Any order, repeats allowed; returned in the order asked. Indices past the last frame repeat it with
+    ``pad_mode="edge"`` (DALI's ``pad_mode`` too) and raise ``IndexError`` with ``"none"``. Equal to
+    decoding the whole video with PyAV and indexing: frame ``i`` is the packet with the ``i``-th smallest
+    timestamp, and only runs starting at a keyframe are decoded.
+    """
+    import av
+
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    idx = _check_indices(indices, "decode_frames")
+    with av.open(io.BytesIO(video_bytes)) as c:
+        stream = c.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in c.demux(stream) if p.size and not p.is_discard]
+        if not packets:
+            raise ValueError("no video packets")
+        if any(pts is None for pts, _ in packets):
+            n = None  # no timestamps to seek by: count frames while decoding
+        else:
+            packets.sort()
+            pts = [p for p, _ in packets]
+            n = len(pts)
+            if len(set(pts)) != n:
+                n = None
+        if n is not None:
+            idx = _clamp(idx, n, pad_mode)
+            wanted = sorted(set(idx.tolist()))
+            keyframe_before, k = [], 0
+            for i, (_, key) in enumerate(packets):
+                k = i if key else k
+                keyframe_before.append(k)
+            index_of = {p: i for i, p in enumerate(pts)}
+            got: dict[int, np.ndarray] = {}
+            for run in _runs(wanted, keyframe_before):
+                c.seek(pts[keyframe_before[run[0]]], stream=stream, backward=True, any_frame=False)
+                position = -1  # the last frame decoded since the seek
+                todo = set(run)
+                for frame in c.decode(stream):
+                    i = index_of.get(frame.pts)
+                    if i is None:
+                        break
+                    if position < 0 and i > run[0]:
+                        break  # the seek landed past the run's first frame
+                    position = i
+                    if i in todo:
+                        got[i] = _rgb(frame)
+                        todo.discard(i)
+                    if i >= run[-1]:
+                        break
+                if todo:  # a timestamp we cannot place or a bad seek: decode from the start instead
+                    got.update(_decode_sequential(video_bytes, todo, max(todo)))
+                    if todo - got.keys():
+                        raise RuntimeError(f"could not decode frames {sorted(todo - got.keys())}")
+            return np.stack([got[i] for i in idx.tolist()])
+    # no usable timestamps: decode the whole video, counting frames
+    frames = _decode_all(video_bytes)
+    return np.stack([frames[i] for i in _clamp(idx, len(frames), pad_mode).tolist()])
+
+
+def _clamp(idx: np.ndarray, n: int, pad_mode: str) -> np.ndarray:
+    if idx.max() >= n:
+        if pad_mode == "none":
+            raise IndexError(f"frame {int(idx.max())} asked of a {n}-frame video (pad_mode='none')")
+        idx = np.minimum(idx, n - 1)
+    return idx
+
+
+# ---------------------------------------------------------------------------------------- DALI source
+
+
+@dataclass(frozen=True)
+class CentreClip:
+    """``dali_decode``'s in-graph clip as a ``frame_indices`` callable: ``num_frames`` frames ``stride``
+    apart, centred, clamped to the video (picklable, so spawned workers can use it)."""
+
+    num_frames: int = 16
+    stride: int = 4
+
+    def __call__(self, meta: SampleMeta) -> np.ndarray:
+        n = meta.num_frames
+        span = self.stride * (self.num_frames - 1) + 1
+        start = max((n - span) // 2, 0)
+        return np.clip(start + self.stride * np.arange(self.num_frames), 0, max(n - 1, 0)).astype(np.int32)
+
+
+class PyAVClipSource:
+    """Per-sample source for DALI's parallel external source: ``info -> (frames, label, key, indices)``.
+
+    The sample read at pipeline iteration ``it``, batch slot ``j`` is fixed by ``(it, j)`` alone (see the
+    module docstring for the epoch layout), so any worker may compute any sample. Picklable: the sample list
+    and settings travel to spawned workers; open tar files are per process and not pickled.
+    """
+
+    def __init__(
+        self,
+        tars: Sequence[str | Path],
+        idxs: Sequence[str | Path],
+        *,
+        batch_size: int,
+        frame_indices: FrameIndexFn | None = None,
+        num_frames: int = 16,
+        stride: int = 4,
+        seed: int = 0,
+        shuffle: bool = False,
+        shard_id: int = 0,
+        num_shards: int = 1,
+        pad_mode: str = "edge",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_shards < 1 or not 0 <= shard_id < num_shards:
+            raise ValueError(f"need 0 <= shard_id < num_shards, got {shard_id}, {num_shards}")
+        if num_frames < 1 or stride < 1:
+            raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.samples = list_samples(tars, idxs)
+        total = len(self.samples)
+        if total != total_samples(idxs):
+            raise RuntimeError("index headers and lines disagree")
+        self.batch_size = batch_size
+        self.frame_indices = CentreClip(num_frames, stride) if frame_indices is None else frame_indices
+        self.seed = seed
+        self.shuffle = shuffle
+        self.shard_id = shard_id
+        self.num_shards = num_shards
+        self.pad_mode = pad_mode
+        self.begin = total * shard_id // num_shards
+        self.samples_per_epoch = total * (shard_id + 1) // num_shards - self.begin
+        if self.samples_per_epoch == 0:
+            raise ValueError(f"shard {shard_id} of {num_shards} gets no sample of {total}")
+        self.iterations_per_epoch = math.ceil(math.ceil(total / num_shards) / batch_size)
+        self._files: dict[str, object] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This shard's samples (indices into ``samples``) in the order read in ``epoch``."""
+        everything = np.arange(len(self.samples))
+        if self.shuffle:
+            everything = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
+        return everything[self.begin : self.begin + self.samples_per_epoch]
+
+    def locate(self, iteration: int, idx_in_batch: int) -> tuple[int, ShardSample]:
+        """``(epoch, sample)`` read at pipeline ``iteration``, batch slot ``idx_in_batch``."""
+        epoch, it = divmod(iteration, self.iterations_per_epoch)
+        position = min(it * self.batch_size + idx_in_batch, self.samples_per_epoch - 1)  # pad: repeat last
+        return epoch, self.samples[int(self.order(epoch)[position])]
+
+    def _read(self, tar: str, offset: int, size: int) -> bytes:
+        f = self._files.get(tar)
+        if f is None or getattr(f, "pid", None) != os.getpid():
+            f = self._files[tar] = _OpenFile(tar)
+        return f.read(offset, size)
+
+    def meta(self, sample: ShardSample, epoch: int) -> SampleMeta:
+        label, n, fps, w, h = parse_i32(self._read(sample.tar, *sample.members["i32"]))
+        return SampleMeta(sample.key, label, n, fps, w, h, epoch)
+
+    def clip(self, sample: ShardSample, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        meta = self.meta(sample, epoch)
+        indices = _check_indices(self.frame_indices(meta), f"frame_indices({meta.key})").astype(np.int32)
+        ext = sample.video.partition(".")[2]
+        frames = decode_frames(self._read(sample.tar, *sample.members[ext]), indices, pad_mode=self.pad_mode)
+        key = np.frombuffer(sample.source_info.encode(), dtype=np.uint8).copy()
+        return frames, np.array(meta.label, dtype=np.int32), key, indices
+
+    def __call__(self, info) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        epoch, sample = self.locate(info.iteration, info.idx_in_batch)
+        return self.clip(sample, epoch)
+
+
+class _OpenFile:
+    """A tar opened once per process (a forked worker must not share its parent's file offset)."""
+
+    def __init__(self, path: str) -> None:
+        self.pid = os.getpid()
+        self.file = open(path, "rb")  # noqa: SIM115 - kept open for the worker's life
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self.file.fileno(), size, offset)
+        if len(data) != size:
+            raise ValueError(f"{self.file.name}: short read at {offset} ({len(data)} of {size} bytes)")
+        return data
+
+
+def pyav_clip_pipeline(
+    tars: Sequence[str | Path],
+    idxs: Sequence[str | Path],
+    *,
+    batch_size: int,
+    num_frames: int = 16,
+    stride: int = 4,
+    frame_indices: FrameIndexFn | None = None,
+    device_id: int | None = None,
+    num_threads: int = 2,
+    seed: int = 0,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    random_shuffle: bool = False,
+    pad_mode: str = "edge",
+    prefetch_queue_depth: int = 2,
+    py_num_workers: int = 2,
+    py_start_method: str = "spawn",
+) -> ClipPipeline:
+    """``dali_decode.clip_pipeline`` with PyAV decoding in ``py_num_workers`` worker processes.
+
+    Outputs per sample, on the CPU: frames uint8 ``(T, H, W, 3)`` (``FHWC``), label int32, key (the
+    ``source_info`` string as uint8; ``dali_decode.key_of`` reads it), indices int32. ``random_shuffle``
+    draws a permutation per epoch from ``seed`` (no shuffle buffer, so no ``initial_fill``). ``device_id``
+    is only for a downstream graph that moves the frames to the GPU.
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    if py_start_method not in ("spawn", "fork"):
+        raise ValueError(f"py_start_method must be 'spawn' or 'fork', got {py_start_method!r}")
+    source = PyAVClipSource(
+        tars,
+        idxs,
+        batch_size=batch_size,
+        frame_indices=frame_indices,
+        num_frames=num_frames,
+        stride=stride,
+        seed=seed,
+        shuffle=random_shuffle,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        pad_mode=pad_mode,
+    )
+
+    @pipeline_def(
+        batch_size=batch_size,
+        num_threads=num_threads,
+        device_id=device_id,
+        seed=seed,
+        prefetch_queue_depth=prefetch_queue_depth,
+        py_num_workers=py_num_workers,
+        py_start_method=py_start_method,
+    )
+    def pipe():
+        frames, label, key, indices = fn.external_source(
+            source=source,
+            num_outputs=4,
+            batch=False,
+            parallel=True,
+            prefetch_queue_depth=prefetch_queue_depth,
+            dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32],
+            ndim=[4, 0, 1, 1],
+            layout=["FHWC", "", "", ""],
+        )
+        return frames, label, key, indices
+
+    p = pipe()
+    p.build()
+    return ClipPipeline(p, source.samples_per_epoch, source.iterations_per_epoch)
