@@ -1,0 +1,214 @@
+"""build_loader: the same Batch from DALI's CPU decoder and the PyAV feed, every eval (video, view) once
+across ranks, training reshuffled per epoch and reproducible from the seed, lengths from the manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import Batch, build_loader
+from pipelines.augment import MVIT_AUG, SWIN_AUG
+from pipelines.loader import EvalClipIndices, TrainClipIndices, choose_decoder, sample_id
+from pipelines.sampling import MVIT_CLIP, SWIN_CLIP, eval_clip_indices, sample_rng, train_clip_indices
+from shards.build import ShardConfig, build_shards
+from shards.synthetic import SyntheticConfig
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None,
+    reason="needs nvidia-dali",
+)
+
+# small variants of the two recipes: 8 frames at stride 2, 56-pixel crops
+MVIT_SMALL = replace(MVIT_CLIP, num_frames=8, sampling_rate=2, short_side=64, crop_size=56, num_clips=2)
+MVIT_SMALL_AUG = replace(MVIT_AUG, clip=MVIT_SMALL, randaugment=None)  # RandAugment's graph builds slowly
+SWIN_SMALL = replace(SWIN_CLIP, num_frames=8, sampling_rate=2, short_side=56, crop_size=56, num_clips=2)
+SWIN_SMALL_AUG = replace(SWIN_AUG, clip=SWIN_SMALL, train_short_side=64)
+MVIT = (MVIT_SMALL, MVIT_SMALL_AUG)
+SWIN = (SWIN_SMALL, SWIN_SMALL_AUG)
+VAL, TRAIN = 4, 6  # samples per split
+
+
+def make_shards(out: Path, codec: str) -> Path:
+    synthetic = SyntheticConfig(
+        num_classes=2, train_per_class=3, val_per_class=2, frames=40, size=64, codec=codec
+    )
+    build_shards(ShardConfig(src="synthetic", out=str(out), workers=2, synthetic=synthetic))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vp9(tmp_path_factory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("vp9") / "shards", "vp9")
+
+
+@pytest.fixture(scope="module")
+def h264(tmp_path_factory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("h264") / "shards", "h264")
+
+
+def labels_of(shards: Path, split: str) -> dict[str, int]:
+    """key → class id from the shards' own .cls members (read through the .idx files)."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    out = {}
+    for shard in manifest["splits"][split]["shards"]:
+        tar = shards / shard["name"]
+        lines = tar.with_suffix(".idx").read_text().splitlines()[1:]
+        for line in lines:
+            f = line.split()
+            for j in range(0, len(f), 4):
+                if f[j] == "cls":
+                    with open(tar, "rb") as fh:
+                        fh.seek(int(f[j + 1]))
+                        out[f[j + 3].partition(".")[0]] = int(fh.read(int(f[j + 2])))
+    return out
+
+
+def check_batch(b: Batch, batch_size: int, frames: int = 8, crop: int = 56) -> None:
+    assert isinstance(b, Batch)
+    assert b.video.dtype == torch.float32 and b.video.device.type == "cpu"
+    assert b.video.shape == (batch_size, 3, frames, crop, crop)
+    assert b.label.dtype == torch.long and b.label.shape == (batch_size,)
+    assert b.view.dtype == torch.long and b.view.shape == (batch_size,)
+    assert isinstance(b.key, list) and len(b.key) == batch_size and all(isinstance(k, str) for k in b.key)
+    assert torch.isfinite(b.video).all()
+
+
+def test_train_batches_reproducible_and_reshuffled(vp9):
+    labels = labels_of(vp9, "train")
+    loader = build_loader(vp9, "train", MVIT, batch_size=2, seed=3)
+    assert loader.decoder == "dali-cpu"  # auto, no CUDA, VP9 shards
+    first = list(loader)
+    assert len(loader) == len(first) == TRAIN // 2
+    for b in first:
+        check_batch(b, 2)
+        assert b.label.tolist() == [labels[k] for k in b.key]
+        assert b.view.tolist() == [0, 0]
+    assert sorted(k for b in first for k in b.key) == sorted(labels)  # one rank: every sample once
+    again = list(build_loader(vp9, "train", MVIT, batch_size=2, seed=3))  # a new loader, same seed
+    assert [b.key for b in again] == [b.key for b in first]
+    assert all(torch.equal(a.video, b.video) for a, b in zip(first, again, strict=True))
+    loader.set_epoch(1)
+    second = list(loader)
+    assert len(second) == len(first)
+    same_order = [b.key for b in second] == [b.key for b in first]
+    same_clips = all(torch.equal(a.video, b.video) for a, b in zip(first, second, strict=True))
+    assert not (same_order and same_clips)
+    other_seed = list(build_loader(vp9, "train", MVIT, batch_size=2, seed=4))
+    assert not all(torch.equal(a.video, b.video) for a, b in zip(first, other_seed, strict=True))
+
+
+def test_train_ranks_same_number_of_batches(vp9):
+    # 6 samples over 4 ranks: slices of 1 or 2 samples; every rank yields the same number of full batches
+    counts = []
+    for rank in range(4):
+        loader = build_loader(vp9, "train", SWIN, batch_size=2, rank=rank, world_size=4, seed=1)
+        batches = list(loader)
+        assert len(batches) == len(loader) == 1
+        check_batch(batches[0], 2)
+        counts.append(len(batches))
+    assert len(set(counts)) == 1
+
+
+def test_eval_dali_and_pyav_same_views(vp9):
+    labels = labels_of(vp9, "val")
+    kw = dict(batch_size=4, train=False)
+    dali = list(build_loader(vp9, "val", SWIN, decoder="dali-cpu", **kw))
+    pyav = list(build_loader(vp9, "val", SWIN, decoder="pyav", **kw))
+    assert len(dali) == len(pyav) == VAL * 2 * 3 // 4
+    for a, b in zip(dali, pyav, strict=True):
+        check_batch(a, 4)
+        assert a.key == b.key and a.view.tolist() == b.view.tolist() and a.label.tolist() == b.label.tolist()
+        assert a.label.tolist() == [labels[k] for k in a.key]
+        assert (a.video - b.video).abs().mean() < 0.05  # colour conversion differs slightly
+    seen = Counter((k, v) for b in dali for k, v in zip(b.key, b.view.tolist(), strict=True))
+    assert seen == Counter({(k, v): 1 for k in labels for v in range(6)})
+    # different views of one video differ (temporal clips and crops)
+    key0 = dali[0].key[0]
+    first = {
+        v: b.video[i]
+        for b in dali
+        for i, (k, v) in enumerate(zip(b.key, b.view.tolist(), strict=True))
+        if k == key0
+    }
+    assert len(first) == 6 and not torch.equal(first[0], first[1])
+
+
+def test_eval_two_ranks_cover_every_view_once(vp9):
+    labels = labels_of(vp9, "val")
+    seen: Counter = Counter()
+    for rank in range(2):
+        loader = build_loader(
+            vp9, "val", MVIT, batch_size=3, train=False, rank=rank, world_size=2, views=(3, 1)
+        )
+        batches = list(loader)
+        assert len(loader) == len(batches) == 2  # 2 videos x 3 views = 6 per rank
+        for b in batches:
+            check_batch(b, len(b.key))
+            assert b.label.tolist() == [labels[k] for k in b.key]
+        seen.update((k, v) for b in batches for k, v in zip(b.key, b.view.tolist(), strict=True))
+    assert seen == Counter({(k, v): 1 for k in labels for v in range(3)})
+
+
+def test_eval_padding_never_yielded(vp9):
+    # 4 videos over 3 ranks (1, 1, 2 samples) with batches of 2: the readers pad, the loader drops it
+    seen: Counter = Counter()
+    for rank in range(3):
+        loader = build_loader(vp9, "val", MVIT, batch_size=2, train=False, rank=rank, world_size=3)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        seen.update((k, v) for b in batches for k, v in zip(b.key, b.view.tolist(), strict=True))
+    assert seen == Counter({(k, v): 1 for k in labels_of(vp9, "val") for v in range(2)})
+
+
+def test_h264_auto_pyav(h264):
+    loader = build_loader(h264, "train", SWIN, batch_size=3, seed=0)
+    assert loader.decoder == "pyav"  # no CUDA, and DALI's CPU decoder cannot read H.264
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2
+    for b in batches:
+        check_batch(b, 3)
+    ev = list(build_loader(h264, "val", MVIT, batch_size=4, train=False))
+    assert [len(b.key) for b in ev] == [4, 4]
+
+
+def test_choose_decoder(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_decoder("auto", ["vp9"]) == "dali-cpu"
+    assert choose_decoder("auto", ["mjpeg", "vp8", "vp9"]) == "dali-cpu"
+    assert choose_decoder("auto", ["h264", "vp9"]) == "pyav"
+    assert choose_decoder("auto", []) == "pyav"
+    assert choose_decoder("pyav", ["vp9"]) == "pyav"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_decoder("auto", ["h264"]) == "dali-gpu"
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        choose_decoder("nvdec", ["vp9"])
+
+
+def test_frame_indices_are_the_sampling_functions():
+    from pipelines.dali_decode import SampleMeta
+
+    meta = SampleMeta("abc_000001_000011", 1, 40, 30.0, 64, 64, epoch=1)
+    rng = sample_rng(5, 2, sample_id(meta.key))
+    got = TrainClipIndices(MVIT_SMALL, 5, 2)(meta)
+    assert got.tolist() == train_clip_indices(40, 30.0, MVIT_SMALL, rng).tolist()
+    # eval: the decoder's reading epoch is the temporal clip
+    assert EvalClipIndices(SWIN_SMALL)(meta).tolist() == eval_clip_indices(40, 30.0, SWIN_SMALL, 1).tolist()
+
+
+def test_missing_manifest_and_bad_split(tmp_path, vp9):
+    with pytest.raises(FileNotFoundError, match="no manifest.json in"):
+        build_loader(tmp_path, "train", "mvit", batch_size=2)
+    with pytest.raises(KeyError, match="no split 'test'"):
+        build_loader(vp9, "test", "mvit", batch_size=2)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        build_loader(vp9, "train", "resnet", batch_size=2)
+    # named recipes give the official view layouts, lengths from the manifest alone
+    assert len(build_loader(vp9, "val", "mvit", batch_size=5, train=False)) == VAL * 10 // 5
+    assert len(build_loader(vp9, "val", "swin", batch_size=5, train=False)) == math.ceil(VAL * 12 / 5)
