@@ -1,6 +1,7 @@
 """Decode clips (chosen frame indices) from the shards inside one DALI pipeline, with label and key.
 
-One pipeline reads the WebDataset shards (``fn.readers.webdataset`` with our ``.idx`` files), takes the
+One graph (`clip_graph`, called inside a caller's ``pipeline_def``; `clip_pipeline` builds it alone) reads
+the WebDataset shards (``fn.readers.webdataset`` with our ``.idx`` files), takes the
 sample's numbers from its ``.i32`` member (label, num_frames, fps*1000, width, height; see
 ``shards.build.I32_FIELDS``) and decodes only the frames of one clip with ``fn.decoders.video(frames=...)``,
 a per-sample argument input. Which frames, two ways:
@@ -42,6 +43,9 @@ __all__ = [
     "VIDEO_EXT",
     "ClipPipeline",
     "SampleMeta",
+    "check_reader",
+    "clip_graph",
+    "clip_layout",
     "clip_pipeline",
     "key_of",
     "shard_samples",
@@ -122,6 +126,98 @@ class ClipPipeline:
     iterations_per_epoch: int
 
 
+def clip_layout(
+    idxs: Sequence[str | Path], batch_size: int, shard_id: int = 0, num_shards: int = 1
+) -> tuple[int, int, int]:
+    """``(samples_per_epoch, padded, iterations_per_epoch)`` of reader shard ``shard_id`` of ``num_shards``
+    with batches of ``batch_size``: its distinct samples, what it reads per epoch (``ceil(N / k)``, padded
+    with its last sample) and the pipeline runs per epoch (see the module docstring)."""
+    total = total_samples(idxs)
+    padded = math.ceil(total / num_shards)
+    return shard_samples(idxs, shard_id, num_shards), padded, math.ceil(padded / batch_size)
+
+
+def clip_graph(
+    tars: Sequence[str | Path],
+    idxs: Sequence[str | Path],
+    *,
+    num_frames: int = 16,
+    stride: int = 4,
+    frame_indices: FrameIndexFn | None = None,
+    device: str = "cpu",
+    shard_id: int = 0,
+    num_shards: int = 1,
+    random_shuffle: bool = False,
+    initial_fill: int = 256,
+    pad_mode: str = "edge",
+):
+    """The clip-decoding graph, to be called inside the caller's ``pipeline_def`` (its batch size sets the
+    epoch layout): ``(frames, label, key, indices)`` DataNodes, as `ClipPipeline` describes.
+
+    ``device="gpu"`` decodes with the ``"mixed"`` backend (the pipeline then needs a ``device_id``) and
+    gives gpu frames; label, key and indices are cpu. The reader is named `READER`.
+    """
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
+    from nvidia.dali.pipeline import Pipeline
+
+    _check_args(tars, idxs, num_frames, stride, device)
+    pipe = Pipeline.current()
+    if pipe is None:
+        raise RuntimeError("clip_graph must be called while a pipeline is being defined (pipeline_def)")
+    _, _, iterations = clip_layout(idxs, pipe.max_batch_size, shard_id, num_shards)
+    python_indices = None if frame_indices is None else _python_indices(frame_indices)
+
+    def epoch_of(info) -> np.ndarray:  # SampleInfo: the pipeline iteration this sample is read in
+        return np.array(info.iteration // iterations, dtype=np.int32)
+
+    video, i32 = fn.readers.webdataset(
+        paths=[str(t) for t in tars],
+        index_paths=[str(i) for i in idxs],
+        ext=[VIDEO_EXT, "i32"],
+        missing_component_behavior="error",
+        shard_id=shard_id,
+        num_shards=num_shards,
+        random_shuffle=random_shuffle,
+        initial_fill=initial_fill,
+        pad_last_batch=True,
+        stick_to_shard=True,
+        name=READER,
+    )
+    key = fn.get_property(video, key="source_info")
+    meta = fn.reinterpret(i32, dtype=types.INT32, shape=[5])  # little-endian hosts only
+    label = meta[0]
+    if python_indices is None:
+        n = meta[1]
+        span = stride * (num_frames - 1) + 1
+        start = dmath.max((n - span) // 2, 0)
+        offsets = types.Constant(np.arange(num_frames, dtype=np.int32) * stride)
+        indices = fn.cast(dmath.clamp(start + offsets, 0, n - 1), dtype=types.INT32)
+    else:
+        epoch = fn.external_source(source=epoch_of, batch=False, dtype=types.INT32, ndim=0)
+        indices = fn.python_function(i32, key, epoch, function=python_indices)
+    frames = fn.decoders.video(video, device=DECODER_DEVICE[device], frames=indices, pad_mode=pad_mode)
+    return frames, label, key, indices
+
+
+def _check_args(tars, idxs, num_frames: int, stride: int, device: str) -> None:
+    if device not in DECODER_DEVICE:
+        raise ValueError(f"device must be one of {sorted(DECODER_DEVICE)}, got {device!r}")
+    if len(tars) != len(idxs) or not tars:
+        raise ValueError("need one .idx per tar, and at least one tar")
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
+
+
+def check_reader(pipe, idxs: Sequence[str | Path], num_shards: int) -> None:
+    """Check a built pipeline's `READER` sees the samples and padding `clip_layout` expects."""
+    total = total_samples(idxs)
+    padded = math.ceil(total / num_shards)
+    meta = pipe.reader_meta(READER)
+    if meta["epoch_size"] != total or meta["epoch_size_padded"] != padded * num_shards:
+        raise RuntimeError(f"reader sees {meta}, expected {total} samples padded to {padded} per shard")
+
+
 def clip_pipeline(
     tars: Sequence[str | Path],
     idxs: Sequence[str | Path],
@@ -141,31 +237,19 @@ def clip_pipeline(
     pad_mode: str = "edge",
     prefetch_queue_depth: int = 2,
 ) -> ClipPipeline:
-    """Build the clip-decoding pipeline over shard tars and their ``.idx`` files (see the module docstring).
+    """Build the clip-decoding pipeline over shard tars and their ``.idx`` files (see the module docstring):
+    `clip_graph` alone in a pipeline.
 
     ``device="cpu"`` decodes on the CPU (``device_id=None`` is fine); ``device="gpu"`` decodes with the
     ``"mixed"`` backend and needs ``device_id``. ``num_frames``/``stride`` are used only without
     ``frame_indices``.
     """
-    from nvidia.dali import fn, pipeline_def, types
-    from nvidia.dali import math as dmath
+    from nvidia.dali import pipeline_def
 
-    if device not in DECODER_DEVICE:
-        raise ValueError(f"device must be one of {sorted(DECODER_DEVICE)}, got {device!r}")
+    _check_args(tars, idxs, num_frames, stride, device)
     if device == "gpu" and device_id is None:
         raise ValueError("device='gpu' needs a device_id")
-    if len(tars) != len(idxs) or not tars:
-        raise ValueError("need one .idx per tar, and at least one tar")
-    if num_frames < 1 or stride < 1:
-        raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
-    total = total_samples(idxs)
-    samples = shard_samples(idxs, shard_id, num_shards)
-    padded = math.ceil(total / num_shards)  # what each shard reads per epoch with pad_last_batch
-    iterations = math.ceil(padded / batch_size)
-    python_indices = None if frame_indices is None else _python_indices(frame_indices)
-
-    def epoch_of(info) -> np.ndarray:  # SampleInfo: the pipeline iteration this sample is read in
-        return np.array(info.iteration // iterations, dtype=np.int32)
+    samples, _, iterations = clip_layout(idxs, batch_size, shard_id, num_shards)
 
     @pipeline_def(
         batch_size=batch_size,
@@ -175,37 +259,21 @@ def clip_pipeline(
         prefetch_queue_depth=prefetch_queue_depth,
     )
     def pipe():
-        video, i32 = fn.readers.webdataset(
-            paths=[str(t) for t in tars],
-            index_paths=[str(i) for i in idxs],
-            ext=[VIDEO_EXT, "i32"],
-            missing_component_behavior="error",
+        return clip_graph(
+            tars,
+            idxs,
+            num_frames=num_frames,
+            stride=stride,
+            frame_indices=frame_indices,
+            device=device,
             shard_id=shard_id,
             num_shards=num_shards,
             random_shuffle=random_shuffle,
             initial_fill=initial_fill,
-            pad_last_batch=True,
-            stick_to_shard=True,
-            name=READER,
+            pad_mode=pad_mode,
         )
-        key = fn.get_property(video, key="source_info")
-        meta = fn.reinterpret(i32, dtype=types.INT32, shape=[5])  # little-endian hosts only
-        label = meta[0]
-        if python_indices is None:
-            n = meta[1]
-            span = stride * (num_frames - 1) + 1
-            start = dmath.max((n - span) // 2, 0)
-            offsets = types.Constant(np.arange(num_frames, dtype=np.int32) * stride)
-            indices = fn.cast(dmath.clamp(start + offsets, 0, n - 1), dtype=types.INT32)
-        else:
-            epoch = fn.external_source(source=epoch_of, batch=False, dtype=types.INT32, ndim=0)
-            indices = fn.python_function(i32, key, epoch, function=python_indices)
-        frames = fn.decoders.video(video, device=DECODER_DEVICE[device], frames=indices, pad_mode=pad_mode)
-        return frames, label, key, indices
 
     p = pipe()
     p.build()
-    meta = p.reader_meta(READER)
-    if meta["epoch_size"] != total or meta["epoch_size_padded"] != padded * num_shards:
-        raise RuntimeError(f"reader sees {meta}, expected {total} samples padded to {padded} per shard")
+    check_reader(p, idxs, num_shards)
     return ClipPipeline(p, samples, iterations)

@@ -2,21 +2,21 @@
 
 One loader, three interchangeable decoders (``decoder=``):
 
-* ``"dali-gpu"``: `pipelines.dali_decode.clip_pipeline` with the ``"mixed"`` (NVDEC) decoder; any codec
+* ``"dali-gpu"``: `pipelines.dali_decode.clip_graph` with the ``"mixed"`` (NVDEC) decoder; any codec
   NVDEC reads. Chosen by ``"auto"`` whenever ``torch.cuda.is_available()`` (untested without a GPU);
-* ``"dali-cpu"``: the same pipeline on the CPU; VP8, VP9 and MJPEG only (`shards.encode.DALI_CPU_CODECS`).
+* ``"dali-cpu"``: the same graph on the CPU; VP8, VP9 and MJPEG only (`shards.encode.DALI_CPU_CODECS`).
   Chosen by ``"auto"`` without CUDA when every codec the manifest lists for the split is one of those;
-* ``"pyav"``: `pipelines.pyav_feed.pyav_clip_pipeline`, PyAV in worker processes; any codec. ``"auto"``'s
+* ``"pyav"``: `pipelines.pyav_feed.pyav_clip_graph`, PyAV in worker processes; any codec. ``"auto"``'s
   fallback.
 
 All three take their frame indices from the same `pipelines.sampling` functions through one picklable
 ``frame_indices(SampleMeta)`` callable (`TrainClipIndices`, `EvalClipIndices`) and hand the uint8 ``FHWC``
 clips to the same augmentation graph (`pipelines.augment.train_transform` / ``eval_transform``).
 
-Two DALI pipelines per pass, for now: the decoder's (built by the decoder modules' public functions, which
-return a built pipeline and expose no graph to extend) and an augmentation pipeline fed by an external
-source with the decoded batch. The intended single graph needs the decoder modules to expose their graph
-as a function called inside a ``pipeline_def`` (see the report / TODO in `_DecodeThenAugment`).
+One DALI pipeline per pass: the decoder's graph (`pipelines.dali_decode.clip_graph` or
+`pipelines.pyav_feed.pyav_clip_graph`), then the augmentation graph (one output per spatial crop at
+evaluation), then the outputs; built with ``enable_conditionals=True`` when the recipe uses RandAugment
+and with ``py_num_workers`` / ``py_start_method`` for the PyAV source. ``loader.pipelines_built`` counts them.
 
 Epochs and ranks (the reader's layout, see `pipelines.dali_decode`): rank ``r`` of ``k`` reads the samples
 ``[N*r//k, N*(r+1)//k)`` of the epoch's order, padded with its last sample to ``ceil(N/k)`` and to whole
@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pipelines.augment import AUG_SPECS, AugmentSpec, eval_transform, train_transform
-from pipelines.dali_decode import SampleMeta, clip_pipeline, key_of
+from pipelines.dali_decode import SampleMeta, check_reader, clip_graph, key_of
 from pipelines.sampling import (
     CLIP_SPECS,
     ClipSpec,
@@ -239,6 +239,7 @@ class VideoLoader:
             raise ValueError(f"rank {rank} of {world_size} gets no sample of the {n} in {split!r}")
         self.views = eval_views(self.clip)  # [(clip, crop)] in the official order
         self.view_index = {tc: v for v, tc in enumerate(self.views)}
+        self.pipelines_built = 0  # DALI pipelines built so far: one per pass
 
     # ---- the loop's interface
     def __len__(self) -> int:
@@ -266,95 +267,104 @@ class VideoLoader:
 
         return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
-    def _decoder_pipeline(self, frame_indices, seed: int, shuffle: bool):
-        kw = dict(
-            batch_size=self.batch_size,
-            frame_indices=frame_indices,
-            device_id=self._device_id(),
-            num_threads=self.num_threads,
-            seed=seed,
-            shard_id=self.rank,
-            num_shards=self.world_size,
-            random_shuffle=shuffle,
-        )
-        if self.decoder == "pyav":
+    def _pipeline(self, frame_indices, seed: int, shuffle: bool):
+        """The pass's one DALI pipeline: decoder graph → augmentation → outputs ``(video, label, key)``
+        in training, ``(crop_0, ..., crop_{n-1}, label, key)`` at evaluation, then the frame indices (built)."""
+        from nvidia.dali import pipeline_def
+
+        aug, train, crops = self.aug, self.train, self.clip.num_crops
+        pyav = self.decoder == "pyav"
+        kw: dict[str, Any] = {}
+        source = None
+        if pyav:
             import torch
 
-            from pipelines.pyav_feed import pyav_clip_pipeline
+            from pipelines.pyav_feed import PyAVClipSource
 
-            method = "spawn" if torch.cuda.is_available() else "fork"  # fork is unsafe once CUDA is up
-            return pyav_clip_pipeline(
-                self.tars, self.idxs, py_num_workers=self.num_threads, py_start_method=method, **kw
+            source = PyAVClipSource(
+                self.tars,
+                self.idxs,
+                batch_size=self.batch_size,
+                frame_indices=frame_indices,
+                seed=seed,
+                shuffle=shuffle,
+                shard_id=self.rank,
+                num_shards=self.world_size,
             )
-        device = "gpu" if self.decoder == "dali-gpu" else "cpu"
-        initial_fill = max(1, min(256, self.rank_samples))
-        return clip_pipeline(self.tars, self.idxs, device=device, initial_fill=initial_fill, **kw)
-
-    def _augment_pipeline(self, seed: int, frames_on_gpu: bool):
-        from nvidia.dali import fn, pipeline_def, types
-
-        aug, train = self.aug, self.train
-        crops = self.clip.num_crops
-        to_gpu = self._cuda_output and not frames_on_gpu
+            # fork is unsafe once CUDA is up
+            kw = dict(
+                py_num_workers=self.num_threads,
+                py_start_method="spawn" if torch.cuda.is_available() else "fork",
+            )
+        to_gpu = self._cuda_output and self.decoder != "dali-gpu"
 
         @pipeline_def(
             batch_size=self.batch_size,
             num_threads=self.num_threads,
             device_id=self._device_id(),
             seed=seed,
-            prefetch_queue_depth=1,
-            exec_async=False,
-            exec_pipelined=False,
             enable_conditionals=train and aug.randaugment is not None,
+            **kw,
         )
         def pipe():
-            frames = fn.external_source(
-                name="frames",
-                device="gpu" if frames_on_gpu else "cpu",
-                dtype=types.UINT8,
-                ndim=4,
-                layout="FHWC",
-            )
+            if source is not None:
+                from pipelines.pyav_feed import pyav_clip_graph
+
+                frames, label, key, indices = pyav_clip_graph(source, prefetch_queue_depth=2)
+            else:
+                frames, label, key, indices = clip_graph(
+                    self.tars,
+                    self.idxs,
+                    frame_indices=frame_indices,
+                    device="gpu" if self.decoder == "dali-gpu" else "cpu",
+                    shard_id=self.rank,
+                    num_shards=self.world_size,
+                    random_shuffle=shuffle,
+                    initial_fill=max(1, min(256, self.rank_samples)),
+                )
             if to_gpu:
                 frames = frames.gpu()
             if train:
-                return train_transform(frames, aug)
-            return tuple(eval_transform(frames, aug, c, crops) for c in range(crops))
+                return train_transform(frames, aug), label, key, indices
+            return (*(eval_transform(frames, aug, c, crops) for c in range(crops)), label, key, indices)
 
         p = pipe()
         p.build()
+        if source is None:
+            check_reader(p, self.idxs, self.world_size)
+        self.pipelines_built += 1
         return p
 
-    def _decoded(self, frame_indices, seed: int, shuffle: bool, runs: int):
-        """Yield ``runs`` decoder batches as ``(epoch_of_run, kept, frames, labels, keys)``; ``kept``
-        is how many leading samples are real (not padding) for evaluation."""
-        cp = self._decoder_pipeline(frame_indices, seed, shuffle)
+    def _runs(self, frame_indices, seed: int, shuffle: bool, runs: int):
+        """Yield ``runs`` batches of the pass's pipeline as ``(epoch_of_run, kept, videos, labels, keys)``;
+        ``videos`` is one output per crop (one in training) and ``kept`` how many leading samples are real
+        (not padding) for evaluation."""
+        pipe = self._pipeline(frame_indices, seed, shuffle)
+        samples, iterations = self.rank_samples, self._iterations_per_epoch
         try:
             for it in range(runs):
-                frames, label, key, _ = cp.pipe.run()
-                read_epoch, pos = divmod(it, cp.iterations_per_epoch)
-                kept = min(self.batch_size, cp.samples_per_epoch - pos * self.batch_size)
+                *videos, label, key, _ = pipe.run()  # the indices too: all outputs used
+                read_epoch, pos = divmod(it, iterations)
+                kept = min(self.batch_size, samples - pos * self.batch_size)
                 labels = np.array(label.as_tensor()).astype(np.int64).reshape(-1)
                 keys = [key_of(np.array(key[i])) for i in range(len(key))]
-                yield read_epoch, kept, frames, labels, keys
+                yield read_epoch, kept, videos, labels, keys
         finally:
-            del cp
+            del pipe
 
-    def _augment(self, pipe, frames) -> list:
-        pipe.feed_input("frames", frames)
-        return list(pipe.run())
+    @property
+    def _iterations_per_epoch(self) -> int:
+        """Pipeline runs per reading epoch: each rank reads ``ceil(N/k)`` samples (padded), whole batches."""
+        return math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
 
     def _iter_train(self) -> Iterator[Batch]:
         import torch
 
         epoch = self.epoch
         indices = TrainClipIndices(self.clip, self.seed, epoch)
-        decode_seed, aug_seed = _derived_seed(self.seed, epoch, 0), _derived_seed(self.seed, epoch, 1)
-        aug_pipe = None
-        for _, _, frames, labels, keys in self._decoded(indices, decode_seed, True, len(self)):
-            if aug_pipe is None:
-                aug_pipe = self._augment_pipeline(aug_seed, type(frames).__name__ == "TensorListGPU")
-            (video,) = self._augment(aug_pipe, frames)
+        for _, _, (video,), labels, keys in self._runs(
+            indices, _derived_seed(self.seed, epoch, 0), True, len(self)
+        ):
             yield Batch(
                 video=_to_torch(video, self.device),
                 label=torch.from_numpy(labels).to(self.device),
@@ -363,20 +373,13 @@ class VideoLoader:
             )
 
     def _iter_eval(self) -> Iterator[Batch]:
-        clips = self.clip.num_clips
-        iterations = math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
-        aug_pipe = None
         pending: list[tuple[Any, np.ndarray, list[str], np.ndarray]] = []  # (video, label, key, view)
         pending_n = 0
-        runs = clips * iterations
-        for t, kept, frames, labels, keys in self._decoded(
-            EvalClipIndices(self.clip), self.seed, False, runs
-        ):
+        runs = self.clip.num_clips * self._iterations_per_epoch
+        for t, kept, videos, labels, keys in self._runs(EvalClipIndices(self.clip), self.seed, False, runs):
             if kept <= 0:
                 continue
-            if aug_pipe is None:
-                aug_pipe = self._augment_pipeline(self.seed, type(frames).__name__ == "TensorListGPU")
-            for s, out in enumerate(self._augment(aug_pipe, frames)):
+            for s, out in enumerate(videos):
                 video = _to_torch(out, self.device)[:kept]
                 view = np.full(kept, self.view_index[(t, s)], dtype=np.int64)
                 pending.append((video, labels[:kept], keys[:kept], view))

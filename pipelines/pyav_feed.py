@@ -16,9 +16,11 @@ through a parallel ``fn.external_source`` (``parallel=True``, ``batch=False``, a
   padded with its last sample to ``ceil(N/k)`` and to whole batches; keep the first ``samples_per_epoch``
   samples of each epoch). With ``shuffle`` the order is a permutation of all samples drawn from
   ``(seed, epoch)``, the same on every rank, so ranks still split it without overlap.
-* ``pyav_clip_pipeline``: the same signature and outputs as ``dali_decode.clip_pipeline`` (frames uint8
-  ``FHWC``, label int32, key as ``source_info``-style uint8 bytes that ``dali_decode.key_of`` reads,
-  indices int32), on the CPU.
+* ``pyav_clip_graph``: the source as ``(frames, label, key, indices)`` DataNodes inside a caller's
+  ``pipeline_def`` (``dali_decode.clip_graph``'s counterpart: the loader adds the augmentation after it);
+  ``pyav_clip_pipeline``: that graph alone, the same signature and outputs as
+  ``dali_decode.clip_pipeline`` (frames uint8 ``FHWC``, label int32, key as ``source_info``-style uint8
+  bytes that ``dali_decode.key_of`` reads, indices int32), on the CPU.
 
 Frame indices come from the same ``frame_indices(SampleMeta)`` callable as ``dali_decode`` (or the centre
 clip of ``num_frames`` frames ``stride`` apart). With ``py_start_method="spawn"`` it must be picklable (a
@@ -45,6 +47,7 @@ __all__ = [
     "decode_frames",
     "list_samples",
     "parse_i32",
+    "pyav_clip_graph",
     "pyav_clip_pipeline",
     "read_member",
 ]
@@ -367,6 +370,31 @@ class _OpenFile:
         return data
 
 
+def pyav_clip_graph(source: PyAVClipSource, prefetch_queue_depth: int = 2):
+    """``source``'s clips as ``(frames, label, key, indices)`` DataNodes, to be called inside the caller's
+    ``pipeline_def``, which must have ``source.batch_size`` as its batch size and set ``py_num_workers`` and
+    ``py_start_method`` (the parallel external source runs ``source`` in those worker processes)."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    pipe = Pipeline.current()
+    if pipe is None:
+        raise RuntimeError("pyav_clip_graph must be called while a pipeline is being defined (pipeline_def)")
+    if pipe.max_batch_size != source.batch_size:
+        raise ValueError(f"pipeline batch size {pipe.max_batch_size} != source's {source.batch_size}")
+    frames, label, key, indices = fn.external_source(
+        source=source,
+        num_outputs=4,
+        batch=False,
+        parallel=True,
+        prefetch_queue_depth=prefetch_queue_depth,
+        dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32],
+        ndim=[4, 0, 1, 1],
+        layout=["FHWC", "", "", ""],
+    )
+    return frames, label, key, indices
+
+
 def pyav_clip_pipeline(
     tars: Sequence[str | Path],
     idxs: Sequence[str | Path],
@@ -386,17 +414,17 @@ def pyav_clip_pipeline(
     py_num_workers: int = 2,
     py_start_method: str = "spawn",
 ) -> ClipPipeline:
-    """``dali_decode.clip_pipeline`` with PyAV decoding in ``py_num_workers`` worker processes.
+    """``dali_decode.clip_pipeline`` with PyAV decoding in ``py_num_workers`` worker processes: a
+    `PyAVClipSource` through `pyav_clip_graph`, alone in a pipeline.
 
     Outputs per sample, on the CPU: frames uint8 ``(T, H, W, 3)`` (``FHWC``), label int32, key (the
     ``source_info`` string as uint8; ``dali_decode.key_of`` reads it), indices int32. ``random_shuffle``
     draws a permutation per epoch from ``seed`` (no shuffle buffer, so no ``initial_fill``). ``device_id``
     is only for a downstream graph that moves the frames to the GPU.
     """
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import pipeline_def
 
-    if py_start_method not in ("spawn", "fork"):
-        raise ValueError(f"py_start_method must be 'spawn' or 'fork', got {py_start_method!r}")
+    check_start_method(py_start_method)
     source = PyAVClipSource(
         tars,
         idxs,
@@ -421,18 +449,13 @@ def pyav_clip_pipeline(
         py_start_method=py_start_method,
     )
     def pipe():
-        frames, label, key, indices = fn.external_source(
-            source=source,
-            num_outputs=4,
-            batch=False,
-            parallel=True,
-            prefetch_queue_depth=prefetch_queue_depth,
-            dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32],
-            ndim=[4, 0, 1, 1],
-            layout=["FHWC", "", "", ""],
-        )
-        return frames, label, key, indices
+        return pyav_clip_graph(source, prefetch_queue_depth)
 
     p = pipe()
     p.build()
     return ClipPipeline(p, source.samples_per_epoch, source.iterations_per_epoch)
+
+
+def check_start_method(py_start_method: str) -> None:
+    if py_start_method not in ("spawn", "fork"):
+        raise ValueError(f"py_start_method must be 'spawn' or 'fork', got {py_start_method!r}")

@@ -13,7 +13,16 @@ import av
 import numpy as np
 import pytest
 
-from pipelines.dali_decode import SampleMeta, clip_pipeline, key_of, shard_samples
+from pipelines.dali_decode import (
+    ClipPipeline,
+    SampleMeta,
+    check_reader,
+    clip_graph,
+    clip_layout,
+    clip_pipeline,
+    key_of,
+    shard_samples,
+)
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
 from shards.build import ShardConfig, build_shards
 from shards.synthetic import SyntheticConfig
@@ -162,3 +171,29 @@ def test_reader_shards_split_the_samples_every_epoch(shards):
         assert got[:half] == got[half:] and len(set(got)) == half
         per_rank += got[:half]
     assert sorted(per_rank) == sorted(samples)
+
+
+def test_clip_graph_inside_a_callers_pipeline(shards):
+    """`clip_graph` extends the caller's pipeline (here a flip after the decoder): the same clips as
+    `clip_pipeline`, the epoch layout from the caller's batch size; outside a pipeline it is an error."""
+    from nvidia.dali import fn, pipeline_def
+
+    tars, idxs, _ = shards
+    assert clip_layout(idxs, 3) == (8, 8, 3)
+
+    @pipeline_def(batch_size=3, num_threads=2, device_id=None, seed=0)
+    def pipe():
+        frames, label, key, indices = clip_graph(tars, idxs, num_frames=4, stride=4)
+        return fn.flip(frames, horizontal=1), label, key, indices
+
+    p = pipe()
+    p.build()
+    check_reader(p, idxs, 1)
+    ours = read(ClipPipeline(p, *clip_layout(idxs, 3)[::2]), 3)
+    theirs = read(clip_pipeline(tars, idxs, batch_size=3, num_frames=4, stride=4), 3)
+    assert [k for k, *_ in ours] == [k for k, *_ in theirs]
+    for (_, label, indices, flipped), (_, label2, indices2, frames) in zip(ours, theirs, strict=True):
+        assert label == label2 and np.array_equal(indices, indices2)
+        assert np.array_equal(np.asarray(flipped), np.asarray(frames)[:, :, ::-1])
+    with pytest.raises(RuntimeError, match="pipeline_def"):
+        clip_graph(tars, idxs)

@@ -212,3 +212,45 @@ def test_missing_manifest_and_bad_split(tmp_path, vp9):
     # named recipes give the official view layouts, lengths from the manifest alone
     assert len(build_loader(vp9, "val", "mvit", batch_size=5, train=False)) == VAL * 10 // 5
     assert len(build_loader(vp9, "val", "swin", batch_size=5, train=False)) == math.ceil(VAL * 12 / 5)
+
+
+@pytest.fixture
+def built_pipelines(monkeypatch) -> list:
+    """Every DALI pipeline built while the test runs, once each (DALI calls ``build`` again on every run)."""
+    from nvidia.dali.pipeline import Pipeline
+
+    built: list = []
+    build = Pipeline.build
+
+    def counting_build(self, *args, **kwargs):
+        if not any(p is self for p in built):
+            built.append(self)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "build", counting_build)
+    return built
+
+
+@pytest.mark.parametrize("decoder", ["dali-cpu", "pyav"])
+@pytest.mark.parametrize("train", [True, False])
+def test_one_pipeline_per_pass(vp9, built_pipelines, decoder, train):
+    split = "train" if train else "val"
+    loader = build_loader(vp9, split, SWIN, batch_size=2, decoder=decoder, train=train, views=(2, 3))
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        assert len(built_pipelines) == loader.pipelines_built == epoch + 1
+
+
+def test_full_mvit_recipe_with_randaugment_and_erasing(vp9, built_pipelines):
+    aug = replace(MVIT_AUG, clip=MVIT_SMALL)  # RandAugment (4, 7) and erasing p 0.25, as the recipe
+    assert aug.randaugment == (4, 7) and aug.erase_prob > 0
+    labels = labels_of(vp9, "train")
+    loader = build_loader(vp9, "train", (MVIT_SMALL, aug), batch_size=3, seed=2)
+    batches = list(loader)
+    assert len(batches) == len(loader) == TRAIN // 3 and loader.pipelines_built == len(built_pipelines) == 1
+    for b in batches:
+        check_batch(b, 3)
+        assert b.label.tolist() == [labels[k] for k in b.key]
+    assert sorted(k for b in batches for k in b.key) == sorted(labels)

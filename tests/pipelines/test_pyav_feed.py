@@ -24,6 +24,7 @@ from pipelines.pyav_feed import (
     decode_frames,
     list_samples,
     parse_i32,
+    pyav_clip_graph,
     pyav_clip_pipeline,
     read_member,
 )
@@ -247,3 +248,39 @@ def test_sources_pickle_and_reject_bad_arguments(vp9):
         PyAVClipSource(tars, idxs, batch_size=2, shard_id=3, num_shards=3)
     with pytest.raises(ValueError, match="py_start_method"):
         pyav_clip_pipeline(tars, idxs, batch_size=2, py_start_method="forkserver")
+
+
+@needs_dali
+def test_pyav_clip_graph_inside_a_callers_pipeline(vp9):
+    """`pyav_clip_graph` extends the caller's pipeline (a flip after it): the same clips as
+    `pyav_clip_pipeline`; the caller's batch size must be the source's."""
+    from nvidia.dali import fn, pipeline_def
+
+    from pipelines.dali_decode import ClipPipeline
+
+    tars, idxs, _ = vp9
+    source = PyAVClipSource(tars, idxs, batch_size=4, num_frames=4, stride=2)
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=None, py_num_workers=1, py_start_method="fork")
+    def pipe():
+        frames, label, key, indices = pyav_clip_graph(source)
+        return fn.flip(frames, horizontal=1), label, key, indices
+
+    p = pipe()
+    p.build()
+    ours = read(ClipPipeline(p, source.samples_per_epoch, source.iterations_per_epoch), 2)
+    plain = pyav_clip_pipeline(
+        tars, idxs, batch_size=4, num_frames=4, stride=2, py_num_workers=1, py_start_method="fork"
+    )
+    theirs = read(plain, 2)
+    assert [k for k, *_ in ours] == [k for k, *_ in theirs] and len(ours) == 8
+    for a, b in zip(ours, theirs, strict=True):
+        assert a[2] == b[2] and np.array_equal(a[3], b[3])
+        assert np.array_equal(np.asarray(a[4]), np.asarray(b[4])[:, :, ::-1])
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None, py_num_workers=1, py_start_method="fork")
+    def wrong_batch():
+        return pyav_clip_graph(source)[0]
+
+    with pytest.raises(ValueError, match="batch size"):
+        wrong_batch()
