@@ -21,3 +21,16 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"
+
+
+class Mlp(nn.Module):
+    """fc1 → GELU → fc2; `dim_out` defaults to `dim` (MViT's dim-changing blocks widen here)."""
+
+    def __init__(self, dim: int, hidden: int, dim_out: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim_out or dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stts.layers import DropPath
+from stts.layers import DropPath, Mlp
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -275,17 +275,6 @@ class MultiScaleAttention(nn.Module):
         v, _ = self._pool(v, self.pool_v, self.norm_v, thw)
         x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(b, -1, c)), q_thw
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, dim_out: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class MultiScaleBlock(nn.Module):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stts.layers import DropPath
+from stts.layers import DropPath, Mlp
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -206,17 +206,6 @@ def shift_mask(size: Triple, window: Triple, shift: Triple, device: torch.device
 
 # ----------------------------------------------------------------------------------------------------
 # Modules
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class WindowAttention3D(nn.Module):
