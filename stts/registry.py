@@ -7,12 +7,12 @@ to and how the short override names used by the CLI map onto config fields.
 from __future__ import annotations
 
 import os
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .models.mvit import MVIT_CONFIGS, MViT, MViTConfig
 from .models.swin import SWIN_CONFIGS, SwinConfig, VideoSwin
 
@@ -101,3 +101,59 @@ def input_shape(model_or_cfg, batch: int = 1) -> tuple[int, int, int, int, int]:
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
     size = cfg.crop_size if isinstance(cfg, MViTConfig) else cfg.image_size
     return (batch, 3, cfg.num_frames, size, size)
+
+
+def _config_from_dict(family: str, config: dict[str, Any]):
+    cls = type(next(iter(FAMILIES[family][1].values())))
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(config) - valid)
+    if unknown:
+        raise CheckpointError(
+            f"checkpoint config has fields this version does not know: {', '.join(unknown)}"
+        )
+    fixed = {k: tuple(v) if isinstance(v, list) and k.endswith("_loc") else v for k, v in config.items()}
+    return replace(cls(), **fixed)
+
+
+def checkpoint_meta(model: nn.Module, *, classes: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """What our checkpoints carry besides the weights: ``model_name``, ``family``, the full ``config`` (so
+    the model rebuilds without the zoo entry's defaults), ``classes`` and anything in ``extra``."""
+    name = getattr(model, "model_name", None)
+    meta: dict[str, Any] = {
+        "model_name": name,
+        "family": family_of(name) if name else ("mvit" if isinstance(model, MViT) else "swin"),
+        "config": asdict(model.cfg),
+    }
+    if classes is not None:
+        meta["classes"] = list(classes)
+    meta.update(extra)
+    return meta
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, *, name: str | None = None, strict: bool = True, **overrides: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model an `stts` checkpoint describes (its saved config) and load its weights; returns
+    ``(model, meta)``. For official files (pySlowFast ``.pyth``, mmcv ``.pth``), which carry no model
+    description, give the zoo ``name`` (and overrides such as ``num_classes``); ``meta`` is then ``{}``."""
+    state, meta = read_checkpoint(path)
+    stts_meta = meta.get("stts") if isinstance(meta.get("stts"), dict) else {}
+    if stts_meta.get("config") is not None and name is None:
+        family = stts_meta.get("family") or family_of(stts_meta["model_name"])
+        cfg = _config_from_dict(family, stts_meta["config"])
+        if overrides:
+            cfg = replace(cfg, **{ALIASES.get(k, k): v for k, v in overrides.items()})
+        model = FAMILIES[family][0](cfg)
+        model.model_name = stts_meta.get("model_name")
+    elif name is not None:
+        model = FAMILIES[family_of(name)][0](model_config(name, **overrides))
+        model.model_name = name
+    else:
+        raise CheckpointError(
+            f"{path} does not say which model it holds (not an stts checkpoint); give the zoo name "
+            "(--model NAME, see `stts flops --all` for the names)"
+        )
+    from .checkpoint import load_state_dict
+
+    model.load_report = load_state_dict(model, state, strict=strict)
+    return model, dict(stts_meta)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import stts
 from stts.checkpoint import (
     CheckpointError,
     export_mmcv,
@@ -119,3 +120,29 @@ def test_unreadable_files(tmp_path):
     torch.save({"epoch": 1, "cfg": "x"}, tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match="no state dict"):
         read_checkpoint(tmp_path / "empty.pth")
+
+
+def test_model_from_checkpoint_rebuilds_the_saved_config(tmp_path):
+    from stts.registry import checkpoint_meta, model_from_checkpoint
+
+    model = stts.build_model("mvit_debug_t0.5_s0.5", num_classes=5, t_ratio=0.25).eval()
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, meta=checkpoint_meta(model, classes=list("abcde"), step=7)
+    )
+    again, meta = model_from_checkpoint(path)
+    assert again.cfg == model.cfg and again.cfg.time_left_ratio == 0.25
+    assert meta["classes"] == list("abcde") and meta["step"] == 7 and meta["model_name"] == model.model_name
+    x = torch.randn(stts.input_shape(model))
+    assert torch.equal(model(x), again.eval()(x))
+
+
+def test_model_from_checkpoint_needs_a_name_for_official_files(tmp_path):
+    from stts.checkpoint import CheckpointError, export_mmcv
+    from stts.registry import model_from_checkpoint
+
+    model = stts.build_model("swin_debug_t0.5", num_classes=3)
+    path = export_mmcv(model, tmp_path / "official.pth")
+    with pytest.raises(CheckpointError, match="--model NAME"):
+        model_from_checkpoint(path)
+    again, meta = model_from_checkpoint(path, name="swin_debug_t0.5", num_classes=3)
+    assert meta == {} and again.load_report.ok
