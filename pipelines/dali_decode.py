@@ -102,13 +102,19 @@ def _meta(i32: np.ndarray, source_info: np.ndarray, epoch: np.ndarray) -> Sample
     return SampleMeta(key_of(source_info), label, n, fps_x1000 / 1000, w, h, int(epoch))
 
 
-def _python_indices(fn_: FrameIndexFn) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-    def call(i32: np.ndarray, source_info: np.ndarray, epoch: np.ndarray) -> np.ndarray:
-        meta = _meta(i32, source_info, epoch)
+def _python_indices(
+    fn_: FrameIndexFn, iterations: int, journal: dict | None = None
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    def call(i32: np.ndarray, source_info: np.ndarray, iteration: np.ndarray) -> np.ndarray:
+        it = int(iteration)
+        meta = _meta(i32, source_info, it // iterations)
         idx = np.asarray(fn_(meta))
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
             raise ValueError(f"frame_indices({meta.key}): need a non-empty 1-D list of ints >= 0, got {idx}")
-        return idx.astype(np.int32)
+        idx = idx.astype(np.int32)
+        if journal is not None:  # what the decoder is about to be asked, by pipeline iteration
+            journal.setdefault(it, []).append((meta.key, idx))
+        return idx
 
     return call
 
@@ -150,12 +156,18 @@ def clip_graph(
     random_shuffle: bool = False,
     initial_fill: int = 256,
     pad_mode: str = "edge",
+    journal: dict | None = None,
 ):
     """The clip-decoding graph, to be called inside the caller's ``pipeline_def`` (its batch size sets the
     epoch layout): ``(frames, label, key, indices)`` DataNodes, as `ClipPipeline` describes.
 
     ``device="gpu"`` decodes with the ``"mixed"`` backend (the pipeline then needs a ``device_id``) and
     gives gpu frames; label, key and indices are cpu. The reader is named `READER`.
+
+    ``journal`` (with ``frame_indices`` only): a dict that receives, for every pipeline iteration, the
+    ``(key, indices)`` of each sample about to be decoded (``journal[iteration]``, a list); the caller
+    prunes it. It names the samples of a batch whose decoding failed (`pipe.run()` raised), whose outputs
+    never come back (see ``pipelines.loader``).
     """
     from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
@@ -166,10 +178,10 @@ def clip_graph(
     if pipe is None:
         raise RuntimeError("clip_graph must be called while a pipeline is being defined (pipeline_def)")
     _, _, iterations = clip_layout(idxs, pipe.max_batch_size, shard_id, num_shards)
-    python_indices = None if frame_indices is None else _python_indices(frame_indices)
+    python_indices = None if frame_indices is None else _python_indices(frame_indices, iterations, journal)
 
-    def epoch_of(info) -> np.ndarray:  # SampleInfo: the pipeline iteration this sample is read in
-        return np.array(info.iteration // iterations, dtype=np.int32)
+    def iteration_of(info) -> np.ndarray:  # SampleInfo: the pipeline iteration this sample is read in
+        return np.array(info.iteration, dtype=np.int32)
 
     video, i32 = fn.readers.webdataset(
         paths=[str(t) for t in tars],
@@ -194,8 +206,8 @@ def clip_graph(
         offsets = types.Constant(np.arange(num_frames, dtype=np.int32) * stride)
         indices = fn.cast(dmath.clamp(start + offsets, 0, n - 1), dtype=types.INT32)
     else:
-        epoch = fn.external_source(source=epoch_of, batch=False, dtype=types.INT32, ndim=0)
-        indices = fn.python_function(i32, key, epoch, function=python_indices)
+        iteration = fn.external_source(source=iteration_of, batch=False, dtype=types.INT32, ndim=0)
+        indices = fn.python_function(i32, key, iteration, function=python_indices)
     frames = fn.decoders.video(video, device=DECODER_DEVICE[device], frames=indices, pad_mode=pad_mode)
     return frames, label, key, indices
 

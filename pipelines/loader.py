@@ -31,13 +31,44 @@ batches. Every pass (``iter(loader)``) builds fresh pipelines seeded from ``(see
   decoder reads the slice once per temporal clip (its reading epoch ``t`` is the clip index) and the
   augmentation graph cuts all the spatial crops of each decoded clip. Batches hold ``batch_size`` views
   (the last one fewer); ``view`` is the index into `pipelines.sampling.eval_views`.
+
+Decode faults at run time (a corrupt bitstream that ``--probe fast`` let into a shard, a file that rotted):
+the sample is skipped and counted, the job goes on and never waits on it.
+
+* ``"pyav"``: the source catches any error of one sample (``skip_errors``) and hands DALI a zero
+  placeholder plus a ``status`` flag; the loader drops the flagged samples after augmentation.
+* ``"dali-cpu"`` / ``"dali-gpu"``: DALI 2.4's ``fn.decoders.video`` raises on a corrupt VP9 or MJPEG
+  packet ("Failed to send packet to decoder: Invalid data"), from the ``pipe.run()`` of that batch, within
+  milliseconds (measured: no hang, no garbage frames), and the pipeline carries on with the next batch
+  (the reader has moved on); the failed batch's outputs are lost, good samples included. The graph keeps
+  a journal (``clip_graph(journal=...)``: the keys and frame indices asked at each iteration), so the
+  loader knows which samples that batch held; it decodes each of them with PyAV at the same indices (in
+  process, a few clips per fault): those that fail are the faulty ones; if PyAV decodes them all, every
+  sample of the batch is counted as faulty (DALI could not decode it; we cannot tell which). No rebuild
+  is needed. DALI reports the error with the batch it belongs to, so no timeout is needed either: a
+  decoder that never returns was not seen in any test (no watchdog can interrupt a C++ call safely).
+* Training: bad samples are dropped and the batches refilled from the following samples, so every batch
+  is full and every rank still yields ``len(loader)`` batches. At the end of the rank's slice the
+  refill reads on into the pipeline's next reading of it (the reader wraps; the same clips, since the
+  clip depends on the pass's epoch): a few samples of the epoch's start may then be seen twice. With
+  DALI's decoders the good samples of a failed batch are dropped with it (not counted as skipped).
+  A reading of the whole slice without any decodable sample is an error.
+* Evaluation: the bad video's views (each temporal clip that failed, all its crops) are skipped and
+  counted; the good samples of a failed DALI batch are decoded again at the end of the pass by a small
+  PyAV-fed pipeline with the same augmentation graph (their colour conversion differs slightly), so every
+  good (video, view) is still yielded exactly once; only the last batch may be shorter.
+* Counters: ``skipped`` (total since the loader was made), ``pass_skipped`` and ``skipped_keys`` (a
+  ``Counter`` key → faults, this pass; a fault is one failed clip read). A one-line warning goes to the
+  ``"stts.pipelines"`` logger at the first fault and then once every ``log_every`` faults.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,6 +98,7 @@ __all__ = [
 ]
 
 DECODERS = ("auto", "dali-gpu", "dali-cpu", "pyav")
+log = logging.getLogger("stts.pipelines")
 
 
 class Batch(NamedTuple):
@@ -208,6 +240,7 @@ class VideoLoader:
         views: tuple[int, int] | None = None,
         num_threads: int = 2,
         epoch: int = 0,
+        log_every: int = 100,
     ) -> None:
         import torch
 
@@ -217,6 +250,8 @@ class VideoLoader:
             raise ValueError(f"need 0 <= rank < world_size, got {rank}, {world_size}")
         if seed < 0 or epoch < 0:
             raise ValueError(f"seed and epoch must be >= 0, got {seed}, {epoch}")
+        if log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {log_every}")
         self.shards_dir = Path(shards_dir)
         entry = _read_split(self.shards_dir, split)
         self.split = split
@@ -239,7 +274,12 @@ class VideoLoader:
             raise ValueError(f"rank {rank} of {world_size} gets no sample of the {n} in {split!r}")
         self.views = eval_views(self.clip)  # [(clip, crop)] in the official order
         self.view_index = {tc: v for v, tc in enumerate(self.views)}
-        self.pipelines_built = 0  # DALI pipelines built so far: one per pass
+        self.pipelines_built = 0  # DALI pipelines built so far: one per pass (+1 for a DALI fault's recovery)
+        self.log_every = log_every
+        self.skipped = 0  # decode faults since the loader was made
+        self.pass_skipped = 0  # ... in the current (last) pass
+        self.skipped_keys: Counter = Counter()  # key -> faults in the current (last) pass
+        self._samples: dict | None = None  # key -> ShardSample, for probing a failed DALI batch
 
     # ---- the loop's interface
     def __len__(self) -> int:
@@ -267,15 +307,18 @@ class VideoLoader:
 
         return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
-    def _pipeline(self, frame_indices, seed: int, shuffle: bool):
+    def _pipeline(self, frame_indices, seed: int, shuffle: bool, items=None):
         """The pass's one DALI pipeline: decoder graph → augmentation → outputs ``(video, label, key)``
-        in training, ``(crop_0, ..., crop_{n-1}, label, key)`` at evaluation, then the frame indices (built)."""
+        in training, ``(crop_0, ..., crop_{n-1}, label, key)`` at evaluation, then the frame indices and,
+        from the PyAV source, the status (built); and the DALI decoder's journal (or None). ``items``: a
+        PyAV-fed pipeline reading just these ``(epoch, key)`` (a failed DALI batch's good samples)."""
         from nvidia.dali import pipeline_def
 
         aug, train, crops = self.aug, self.train, self.clip.num_crops
-        pyav = self.decoder == "pyav"
+        pyav = self.decoder == "pyav" or items is not None
         kw: dict[str, Any] = {}
         source = None
+        journal: dict | None = None
         if pyav:
             import torch
 
@@ -290,13 +333,17 @@ class VideoLoader:
                 shuffle=shuffle,
                 shard_id=self.rank,
                 num_shards=self.world_size,
+                skip_errors=True,
+                items=items,
             )
             # fork is unsafe once CUDA is up
             kw = dict(
                 py_num_workers=self.num_threads,
                 py_start_method="spawn" if torch.cuda.is_available() else "fork",
             )
-        to_gpu = self._cuda_output and self.decoder != "dali-gpu"
+        else:
+            journal = {}
+        to_gpu = self._cuda_output and (pyav or self.decoder != "dali-gpu")
 
         @pipeline_def(
             batch_size=self.batch_size,
@@ -310,7 +357,8 @@ class VideoLoader:
             if source is not None:
                 from pipelines.pyav_feed import pyav_clip_graph
 
-                frames, label, key, indices = pyav_clip_graph(source, prefetch_queue_depth=2)
+                frames, label, key, indices, status = pyav_clip_graph(source, prefetch_queue_depth=2)
+                extra = (indices, status)
             else:
                 frames, label, key, indices = clip_graph(
                     self.tars,
@@ -321,75 +369,187 @@ class VideoLoader:
                     num_shards=self.world_size,
                     random_shuffle=shuffle,
                     initial_fill=max(1, min(256, self.rank_samples)),
+                    journal=journal,
                 )
+                extra = (indices,)
             if to_gpu:
                 frames = frames.gpu()
             if train:
-                return train_transform(frames, aug), label, key, indices
-            return (*(eval_transform(frames, aug, c, crops) for c in range(crops)), label, key, indices)
+                return train_transform(frames, aug), label, key, *extra
+            return (*(eval_transform(frames, aug, c, crops) for c in range(crops)), label, key, *extra)
 
         p = pipe()
         p.build()
         if source is None:
             check_reader(p, self.idxs, self.world_size)
         self.pipelines_built += 1
-        return p
-
-    def _runs(self, frame_indices, seed: int, shuffle: bool, runs: int):
-        """Yield ``runs`` batches of the pass's pipeline as ``(epoch_of_run, kept, videos, labels, keys)``;
-        ``videos`` is one output per crop (one in training) and ``kept`` how many leading samples are real
-        (not padding) for evaluation."""
-        pipe = self._pipeline(frame_indices, seed, shuffle)
-        samples, iterations = self.rank_samples, self._iterations_per_epoch
-        try:
-            for it in range(runs):
-                *videos, label, key, _ = pipe.run()  # the indices too: all outputs used
-                read_epoch, pos = divmod(it, iterations)
-                kept = min(self.batch_size, samples - pos * self.batch_size)
-                labels = np.array(label.as_tensor()).astype(np.int64).reshape(-1)
-                keys = [key_of(np.array(key[i])) for i in range(len(key))]
-                yield read_epoch, kept, videos, labels, keys
-        finally:
-            del pipe
+        return p, journal
 
     @property
     def _iterations_per_epoch(self) -> int:
         """Pipeline runs per reading epoch: each rank reads ``ceil(N/k)`` samples (padded), whole batches."""
         return math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
 
+    # ---- decode faults
+    def _begin_pass(self) -> None:
+        self.pass_skipped = 0
+        self.skipped_keys = Counter()
+
+    def _fault(self, key: str, reason: str) -> None:
+        self.skipped += 1
+        self.pass_skipped += 1
+        self.skipped_keys[key] += 1
+        if (self.skipped - 1) % self.log_every == 0:
+            log.warning(
+                "skipped sample %s of %s (%s): decode fault %d (logged once per %d)",
+                key, self.split, " ".join(reason.split())[:200], self.skipped, self.log_every,
+            )  # fmt: skip
+
+    def _probe_failed_batch(self, entries: list, error: Exception) -> list[str]:
+        """A DALI batch failed: find its faulty samples by decoding each with PyAV at the same frame
+        indices; count them. Returns the keys of the good ones (lost with the batch)."""
+        from pipelines.pyav_feed import decode_frames, list_samples, read_member
+
+        if self._samples is None:
+            self._samples = {s.key: s for s in list_samples(self.tars, self.idxs)}
+        unique: dict[str, Any] = {}
+        for key, idx in entries:
+            unique.setdefault(key, idx)
+        bad: dict[str, str] = {}
+        for key, idx in unique.items():
+            sample = self._samples.get(key)
+            try:
+                ext = sample.video.partition(".")[2]
+                decode_frames(read_member(sample.tar, *sample.members[ext]), idx)
+            except Exception as e:  # noqa: BLE001 - any failure marks the sample
+                bad[key] = f"{type(e).__name__}: {e}"
+        if not bad:  # PyAV reads them all: DALI's decoder alone fails; the culprit is unknown
+            dali_msg = next((ln for ln in str(error).splitlines() if "failed" in ln.lower()), "DALI error")
+            bad = {k: f"DALI decoder: {dali_msg}" for k in unique}
+        for key, reason in bad.items():
+            self._fault(key, reason)
+        return [k for k in unique if k not in bad]
+
+    def _run(self, pipe, journal: dict | None, it: int):
+        """Pipeline run ``it``: ``(videos, labels, keys, ok)`` or, when DALI's decoder failed on the batch,
+        ``None`` and the good keys it lost (see the module docstring)."""
+        try:
+            *videos, label, key, _indices, status = pipe.run() if journal is None else (*pipe.run(), None)
+        except RuntimeError as e:
+            if journal is None or "decoders.video" not in str(e):
+                raise
+            return None, self._probe_failed_batch(journal.pop(it, []), e)
+        finally:
+            if journal is not None:
+                for old in [i for i in journal if i <= it]:
+                    del journal[old]
+        labels = np.array(label.as_tensor()).astype(np.int64).reshape(-1)
+        keys = [key_of(np.array(key[i])) for i in range(len(key))]
+        ok = np.ones(len(keys), dtype=bool)
+        if status is not None:
+            from pipelines.pyav_feed import sample_status
+
+            for i in range(len(keys)):
+                reason = sample_status(np.array(status[i]))
+                ok[i] = reason is None
+                if reason is not None:
+                    self._fault(keys[i], reason)
+        return (videos, labels, keys, ok), []
+
     def _iter_train(self) -> Iterator[Batch]:
         import torch
 
-        epoch = self.epoch
+        self._begin_pass()
+        epoch, target, size = self.epoch, len(self), self.batch_size
         indices = TrainClipIndices(self.clip, self.seed, epoch)
-        for _, _, (video,), labels, keys in self._runs(
-            indices, _derived_seed(self.seed, epoch, 0), True, len(self)
-        ):
-            yield Batch(
-                video=_to_torch(video, self.device),
-                label=torch.from_numpy(labels).to(self.device),
-                key=keys,
-                view=torch.zeros(len(keys), dtype=torch.long, device=self.device),
-            )
+        pipe, journal = self._pipeline(indices, _derived_seed(self.seed, epoch, 0), True)
+        pending: list = []
+        pending_n = yielded = it = last_good = 0
+        try:
+            while yielded < target:
+                if it - last_good > self._iterations_per_epoch:
+                    raise RuntimeError(
+                        f"{self.split}: no decodable sample in {it - last_good} batches "
+                        f"(a whole reading of rank {self.rank}'s slice); {self.pass_skipped} skipped"
+                    )
+                out, _ = self._run(pipe, journal, it)
+                it += 1
+                if out is None:
+                    continue
+                (video,), labels, keys, ok = out
+                if ok.any():
+                    last_good = it
+                    mask = torch.from_numpy(ok)
+                    chunk = _to_torch(video, self.device)
+                    chunk = chunk if ok.all() else chunk[mask.to(chunk.device)]
+                    good = [k for k, g in zip(keys, ok, strict=True) if g]
+                    pending.append((chunk, labels[ok], good, np.zeros(len(good), dtype=np.int64)))
+                    pending_n += len(good)
+                while pending_n >= size and yielded < target:
+                    batch, pending, pending_n = _take(pending, size)
+                    yielded += 1
+                    yield batch
+        finally:
+            del pipe
 
     def _iter_eval(self) -> Iterator[Batch]:
+        self._begin_pass()
         pending: list[tuple[Any, np.ndarray, list[str], np.ndarray]] = []  # (video, label, key, view)
         pending_n = 0
-        runs = self.clip.num_clips * self._iterations_per_epoch
-        for t, kept, videos, labels, keys in self._runs(EvalClipIndices(self.clip), self.seed, False, runs):
-            if kept <= 0:
-                continue
-            for s, out in enumerate(videos):
-                video = _to_torch(out, self.device)[:kept]
-                view = np.full(kept, self.view_index[(t, s)], dtype=np.int64)
-                pending.append((video, labels[:kept], keys[:kept], view))
-                pending_n += kept
-            while pending_n >= self.batch_size:
-                batch, pending, pending_n = _take(pending, self.batch_size)
-                yield batch
+        iterations, size = self._iterations_per_epoch, self.batch_size
+        indices = EvalClipIndices(self.clip)
+        lost: list[tuple[int, str]] = []  # (temporal clip, key): good samples of failed DALI batches
+        pipe, journal = self._pipeline(indices, self.seed, False)
+        try:
+            for it in range(self.clip.num_clips * iterations):
+                t, pos = divmod(it, iterations)
+                kept = min(size, self.rank_samples - pos * size)
+                out, lost_keys = self._run(pipe, journal, it)
+                lost.extend((t, k) for k in lost_keys)
+                if out is None or kept <= 0:
+                    continue
+                pending_n += self._add_views(pending, out, kept, lambda _i, t=t: t)
+                while pending_n >= size:
+                    batch, pending, pending_n = _take(pending, size)
+                    yield batch
+        finally:
+            del pipe
+        if lost:  # re-decode them with PyAV: one small pipeline, the same augmentation graph
+            pipe, _ = self._pipeline(indices, self.seed, False, items=lost)
+            try:
+                for it in range(math.ceil(len(lost) / size)):
+                    out, _ = self._run(pipe, None, it)
+                    kept = min(size, len(lost) - it * size)
+                    clips = [t for t, _ in lost[it * size : it * size + kept]]
+                    pending_n += self._add_views(pending, out, kept, clips.__getitem__)
+                    while pending_n >= size:
+                        batch, pending, pending_n = _take(pending, size)
+                        yield batch
+            finally:
+                del pipe
         if pending_n:
             batch, pending, pending_n = _take(pending, pending_n)
             yield batch
+
+    def _add_views(self, pending: list, out, kept: int, clip_of) -> int:
+        """Append the good ones of a run's first ``kept`` samples, every crop, to ``pending``; returns how
+        many views were added. ``clip_of(i)``: the temporal clip of sample ``i``."""
+        import torch
+
+        videos, labels, keys, ok = out
+        ok = ok[:kept]
+        if not ok.any():
+            return 0
+        rows = np.flatnonzero(ok)
+        added = 0
+        for s, tl in enumerate(videos):
+            video = _to_torch(tl, self.device)[:kept]
+            if not ok.all():
+                video = video[torch.from_numpy(rows).to(video.device)]
+            view = np.array([self.view_index[(clip_of(i), s)] for i in rows], dtype=np.int64)
+            pending.append((video, labels[rows], [keys[i] for i in rows], view))
+            added += len(rows)
+        return added
 
 
 def _take(pending: list, n: int) -> tuple[Batch, list, int]:
@@ -434,6 +594,7 @@ def build_loader(
     views: tuple[int, int] | None = None,
     num_threads: int = 2,
     epoch: int = 0,
+    log_every: int = 100,
 ) -> VideoLoader:
     """Batches of clips from ``shards_dir``'s ``split`` (see the module docstring).
 
@@ -445,6 +606,7 @@ def build_loader(
         every video of this rank's slice once.
     views: ``(num_clips, num_crops)`` at evaluation (default: the recipe's, MViT 10×1, Swin 4×3).
     num_threads: DALI threads per pipeline (and PyAV worker processes).
+    log_every: warn (logger ``"stts.pipelines"``) at the first decode fault, then once per this many.
     """
     return VideoLoader(
         shards_dir,
@@ -460,4 +622,5 @@ def build_loader(
         views=views,
         num_threads=num_threads,
         epoch=epoch,
+        log_every=log_every,
     )

@@ -16,6 +16,15 @@ through a parallel ``fn.external_source`` (``parallel=True``, ``batch=False``, a
   padded with its last sample to ``ceil(N/k)`` and to whole batches; keep the first ``samples_per_epoch``
   samples of each epoch). With ``shuffle`` the order is a permutation of all samples drawn from
   ``(seed, epoch)``, the same on every rank, so ranks still split it without overlap.
+* Decode faults (``skip_errors=True``, what the loader uses): a sample whose reading or decoding raises
+  (a corrupt bitstream that ``--probe fast`` let through, a rotten file) does not end the job: the source
+  returns a placeholder of the right rank (zeros, the clip's frame count, the ``.i32`` frame size) and a
+  fifth output, ``status``: uint8 bytes, ``b"\\x01"`` for a good sample, ``b"\\x00"`` + the one-line error for
+  a bad one (``sample_status`` reads it). The consumer drops the flagged samples (``pipelines.loader``).
+  Without ``skip_errors`` the error propagates (``pipe.run()`` raises), as before.
+* ``items``: instead of the epoch layout, read exactly these ``(epoch, key)`` once each, in order (padded
+  with the last to whole batches): the loader re-decodes with it the good samples of a batch that DALI's
+  own decoder lost to a fault.
 * ``pyav_clip_graph``: the source as ``(frames, label, key, indices)`` DataNodes inside a caller's
   ``pipeline_def`` (``dali_decode.clip_graph``'s counterpart: the loader adds the augmentation after it);
   ``pyav_clip_pipeline``: that graph alone, the same signature and outputs as
@@ -50,6 +59,7 @@ __all__ = [
     "pyav_clip_graph",
     "pyav_clip_pipeline",
     "read_member",
+    "sample_status",
 ]
 
 VIDEO_EXTS = tuple(VIDEO_EXT.split(";"))
@@ -288,6 +298,8 @@ class PyAVClipSource:
         shard_id: int = 0,
         num_shards: int = 1,
         pad_mode: str = "edge",
+        skip_errors: bool = False,
+        items: Sequence[tuple[int, str]] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -313,6 +325,18 @@ class PyAVClipSource:
         if self.samples_per_epoch == 0:
             raise ValueError(f"shard {shard_id} of {num_shards} gets no sample of {total}")
         self.iterations_per_epoch = math.ceil(math.ceil(total / num_shards) / batch_size)
+        self.skip_errors = skip_errors
+        self.items: list[tuple[int, ShardSample]] | None = None
+        if items is not None:
+            by_key = {s.key: s for s in self.samples}
+            missing = [k for _, k in items if k not in by_key]
+            if not items or missing:
+                raise ValueError(
+                    f"items: need at least one, all keys of these shards (unknown: {missing[:3]})"
+                )
+            self.items = [(int(e), by_key[k]) for e, k in items]
+            self.samples_per_epoch = len(self.items)
+            self.iterations_per_epoch = math.ceil(len(self.items) / batch_size)
         self._files: dict[str, object] = {}
 
     def __getstate__(self) -> dict:
@@ -329,6 +353,8 @@ class PyAVClipSource:
 
     def locate(self, iteration: int, idx_in_batch: int) -> tuple[int, ShardSample]:
         """``(epoch, sample)`` read at pipeline ``iteration``, batch slot ``idx_in_batch``."""
+        if self.items is not None:
+            return self.items[min(iteration * self.batch_size + idx_in_batch, len(self.items) - 1)]
         epoch, it = divmod(iteration, self.iterations_per_epoch)
         position = min(it * self.batch_size + idx_in_batch, self.samples_per_epoch - 1)  # pad: repeat last
         return epoch, self.samples[int(self.order(epoch)[position])]
@@ -351,9 +377,43 @@ class PyAVClipSource:
         key = np.frombuffer(sample.source_info.encode(), dtype=np.uint8).copy()
         return frames, np.array(meta.label, dtype=np.int32), key, indices
 
-    def __call__(self, info) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, info) -> tuple[np.ndarray, ...]:
         epoch, sample = self.locate(info.iteration, info.idx_in_batch)
-        return self.clip(sample, epoch)
+        if not self.skip_errors:
+            return self.clip(sample, epoch)
+        try:
+            return (*self.clip(sample, epoch), np.frombuffer(b"\x01", np.uint8).copy())
+        except Exception as e:  # noqa: BLE001 - any fault of one sample: flag it, keep the job going
+            return self._placeholder(sample, epoch, e)
+
+    def _placeholder(self, sample: ShardSample, epoch: int, error: Exception) -> tuple[np.ndarray, ...]:
+        """Zeros shaped like the sample's clip, its label and key, and the error as ``status``."""
+        label, width, height = 0, 64, 64
+        frames = getattr(getattr(self.frame_indices, "spec", None), "num_frames", None)
+        frames = frames or getattr(self.frame_indices, "num_frames", None) or 16
+        try:
+            meta = self.meta(sample, epoch)
+            label, width, height = meta.label, max(meta.width, 2), max(meta.height, 2)
+            frames = len(_check_indices(self.frame_indices(meta), "frame_indices"))
+        except Exception:  # noqa: BLE001, S110 - the defaults above stand
+            pass
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        key = np.frombuffer(sample.source_info.encode(), dtype=np.uint8).copy()
+        return (
+            np.zeros((frames, height, width, 3), np.uint8),
+            np.array(label, dtype=np.int32),
+            key,
+            np.zeros(frames, np.int32),
+            np.frombuffer(b"\x00" + message.encode(), np.uint8).copy(),
+        )
+
+
+def sample_status(status: bytes | np.ndarray) -> str | None:
+    """A ``status`` output read back: ``None`` for a good sample, else the error message."""
+    raw = bytes(np.asarray(status, dtype=np.uint8))
+    if raw[:1] == b"\x01":
+        return None
+    return raw[1:].decode(errors="replace") or "decode failed"
 
 
 class _OpenFile:
@@ -373,7 +433,8 @@ class _OpenFile:
 def pyav_clip_graph(source: PyAVClipSource, prefetch_queue_depth: int = 2):
     """``source``'s clips as ``(frames, label, key, indices)`` DataNodes, to be called inside the caller's
     ``pipeline_def``, which must have ``source.batch_size`` as its batch size and set ``py_num_workers`` and
-    ``py_start_method`` (the parallel external source runs ``source`` in those worker processes)."""
+    ``py_start_method`` (the parallel external source runs ``source`` in those worker processes). With
+    ``source.skip_errors``, a fifth node: ``status`` (`sample_status` reads it)."""
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
 
@@ -382,17 +443,19 @@ def pyav_clip_graph(source: PyAVClipSource, prefetch_queue_depth: int = 2):
         raise RuntimeError("pyav_clip_graph must be called while a pipeline is being defined (pipeline_def)")
     if pipe.max_batch_size != source.batch_size:
         raise ValueError(f"pipeline batch size {pipe.max_batch_size} != source's {source.batch_size}")
-    frames, label, key, indices = fn.external_source(
-        source=source,
-        num_outputs=4,
-        batch=False,
-        parallel=True,
-        prefetch_queue_depth=prefetch_queue_depth,
-        dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32],
-        ndim=[4, 0, 1, 1],
-        layout=["FHWC", "", "", ""],
+    extra = 1 if source.skip_errors else 0
+    return tuple(
+        fn.external_source(
+            source=source,
+            num_outputs=4 + extra,
+            batch=False,
+            parallel=True,
+            prefetch_queue_depth=prefetch_queue_depth,
+            dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32] + [types.UINT8] * extra,
+            ndim=[4, 0, 1, 1] + [1] * extra,
+            layout=["FHWC", "", "", ""] + [""] * extra,
+        )
     )
-    return frames, label, key, indices
 
 
 def pyav_clip_pipeline(
