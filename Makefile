@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: install test test-all lint format bench demo clean
+.PHONY: install test test-all lint format bench demo clean eval
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ bench: install
 
 demo: install
 	$(BIN)/stts shard --src synthetic --out $(DEMO_OUT)/shards --overwrite
+
+EVAL_CKPT ?= $(DEMO_OUT)/runs/stts/model.pt
+EVAL_DATA ?= $(DEMO_OUT)/shards
+
+eval: install
+	@test -f "$(EVAL_CKPT)" || { echo "no checkpoint at $(EVAL_CKPT): run \`make demo\` first, or set EVAL_CKPT=... EVAL_DATA=..."; exit 2; }
+	$(BIN)/stts eval --checkpoint $(EVAL_CKPT) --data $(EVAL_DATA) --out $(dir $(EVAL_CKPT))eval
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

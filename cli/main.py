@@ -259,3 +259,6 @@ def flops(
             f"{params / 1e6:.2f}M",
         )
     console.print(table)
+
+
+from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`

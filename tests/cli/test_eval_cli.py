@@ -1,0 +1,87 @@
+"""`stts eval` end to end on a tiny synthetic shard with a saved debug checkpoint, and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from shards.build import ShardConfig, build_shards
+from shards.synthetic import SyntheticConfig
+from stts.checkpoint import save_checkpoint
+from stts.registry import build_model, checkpoint_meta
+
+needs_dali = pytest.mark.skipif(
+    importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None,
+    reason="needs nvidia-dali",
+)
+ENV = {"COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalcli")
+    synthetic = SyntheticConfig(num_classes=2, train_per_class=0, val_per_class=2, frames=40, size=64)
+    build_shards(
+        ShardConfig(src="synthetic", out=str(root / "shards"), split="val", workers=1, synthetic=synthetic)
+    )
+    model = build_model("mvit_debug_t0.5_s0.5", num_classes=2)
+    classes = json.loads((root / "shards" / "manifest.json").read_text())["classes"]
+    save_checkpoint(root / "model.pt", model, meta=checkpoint_meta(model, classes=classes))
+    wrong = build_model("swin_debug_t0.5", num_classes=3)
+    save_checkpoint(root / "three.pt", wrong, meta=checkpoint_meta(wrong, classes=["a", "b", "c"]))
+    return root
+
+
+@needs_dali
+def test_eval_json_and_files(setup):
+    out = setup / "eval"
+    args = ["eval", "--checkpoint", str(setup / "model.pt"), "--data", str(setup / "shards"),
+            "--views", "2x1", "--batch-size", "3", "--device", "cpu", "--out", str(out), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["videos"] == 4 and data["views"] == 8 and data["aggregation"] == "sum"
+    assert data["recipe"] == "mvit" and data["flops_convention"] == "fvcore" and data["gflops_per_view"] > 0
+    assert 0 <= data["top1"] <= 1 and data["top5"] == 1.0  # 2 classes: always in the top 5
+    sel = data["selection"]
+    assert sel["views"] == 8 and sel["temporal_kept"] == 8 * 4 and sel["spatial_kept"] == 8 * 4
+    assert 0 <= sel["temporal_precision"] <= 1 and 0 <= sel["spatial_random"] <= 1
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["top1"] == data["top1"] and len(saved["per_video"]) == 4
+    rows = list(csv.DictReader((out / "per_class.csv").open()))
+    assert [r["class_id"] for r in rows] == ["0", "1"] and sum(int(r["videos"]) for r in rows) == 4
+
+
+@needs_dali
+def test_eval_table(setup):
+    args = ["eval", "--checkpoint", str(setup / "model.pt"), "--data", str(setup / "shards"),
+            "--views", "1x1", "--device", "cpu", "--strategy", "random"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env=ENV)
+    assert result.exit_code == 0, result.output
+    for text in ("top-1", "mean class accuracy", "GFLOPs / view", "clips/s", "temporal precision (random)"):
+        assert text in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--checkpoint", "three.pt"], "trained on 3 classes, the shards have 2"),
+        (["--checkpoint", "model.pt", "--views", "3x2"], "--views '3x2'"),
+        (["--checkpoint", "missing.pt"], "no such file"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--checkpoint", "model.pt", "--split", "train"], "has no split 'train'"),
+        (["--checkpoint", "model.pt", "--data", "."], "no manifest.json"),  # the later --data wins
+    ],
+)
+def test_eval_bad_input_one_line(setup, extra, message):
+    extra = [str(setup / e) if e.endswith(".pt") or e == "." else e for e in extra]
+    args = ["eval", "--data", str(setup / "shards"), *extra]
+    result = CliRunner().invoke(app, args, env=ENV)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
