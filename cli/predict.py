@@ -56,7 +56,7 @@ def load_model(
     fallback_classes: Path | None = None,
 ) -> tuple[Any, str, list[str]]:
     """(model in eval mode on ``device``, family, class names). Names come from ``classes_file``, else the
-    checkpoint, else ``fallback_classes``, else "class i". Raises ValueError / CheckpointError with a
+    checkpoint, else ``fallback_classes`` (if the count fits), else "class i". Raises ValueError / CheckpointError with a
     one-line reason."""
     from stts.registry import family_of, model_from_checkpoint
 
@@ -71,7 +71,8 @@ def load_model(
     if names is None and meta.get("classes"):
         names = list(meta["classes"])
     if names is None and fallback_classes is not None:
-        names = read_classes(fallback_classes)
+        fallback = read_classes(fallback_classes)
+        names = fallback if len(fallback) == num_classes else None
     if names is None:
         names = [f"class {i}" for i in range(num_classes)]
     if len(names) != num_classes:

@@ -43,7 +43,8 @@ def viz(
     crop: Annotated[int | None, typer.Option(help="Spatial crop of the grid (default: the centre).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
 ) -> None:
-    """Draw one view's frames with what STTS kept: dropped frames dimmed, kept windows outlined, scores."""
+    """Draw one view (default: the centre clip, centre crop) with what STTS kept: dropped frames dimmed,
+    kept windows outlined, selector scores, ground truth for synthetic shard samples."""
     import torch
 
     from pipelines.sampling import eval_resize_size

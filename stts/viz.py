@@ -94,15 +94,12 @@ def truth_in_view(
     (x0, y0, x1, y1)) for the clip frames ``frame_indices`` of a view whose frames (``frame_size`` = stored
     width, height) were resized to ``resized`` and cropped at ``crop_box``. None without ground truth.
     A re-encoded sample's truth is in the source's frames and pixels: rescaled to the stored video."""
-    if not meta or "informative_frames" not in meta or "region" not in meta:
+    # the selection-precision metric's own reading of the truth, so the picture and the numbers agree
+    from .evaluate import _has_truth, _truth_in_stored_video
+
+    if not _has_truth(meta):
         return None
-    start, end = (float(v) for v in meta["informative_frames"])
-    x0, y0, x1, y1 = (float(v) for v in meta["region"])
-    src = meta.get("source_video")
-    if meta.get("reencoded") and isinstance(src, Mapping):
-        ft = meta["num_frames"] / src["num_frames"]
-        sx, sy = meta["width"] / src["width"], meta["height"] / src["height"]
-        start, end, x0, x1, y0, y1 = start * ft, end * ft, x0 * sx, x1 * sx, y0 * sy, y1 * sy
+    (start, end), (x0, y0, x1, y1) = _truth_in_stored_video(meta)
     (w, h), (rw, rh) = frame_size, resized
     fx, fy = rw / w, rh / h
     region = (x0 * fx - crop_box[0], y0 * fy - crop_box[1], x1 * fx - crop_box[0], y1 * fy - crop_box[1])
