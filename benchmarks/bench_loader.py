@@ -1,0 +1,330 @@
+"""Training loader throughput (clips/s): our `build_loader` beside two peer loaders, on the same shards.
+
+Clip: the MViT recipe's, 16 frames at stride 4, 224x224 (our loader: random resized crop, flip,
+normalisation; RandAugment and random erasing off, so that every loader does about the peers' work). Batches of 8, one process per core for every loader.
+
+* ours-pyav / ours-dali-cpu: `pipelines.build_loader` (DALI's CPU decoder only on VP9 shards);
+  ours-dali-gpu only with CUDA.
+* peer-pyav (pySlowFast-style): a torch ``DataLoader`` with worker processes; each sample reads the
+  video bytes from the tar by the ``.idx`` offsets, PyAV seeks to the keyframe before a random clip and
+  decodes to its end, then torch transforms (short-side jitter resize 256-320, random 224 crop, flip,
+  normalise).
+* peer-decord (mmaction-style): the same ``DataLoader`` and transforms, decord's ``VideoReader`` +
+  ``get_batch`` instead of PyAV (skipped with a message when decord is not installed: it is not a
+  dependency; ``.venv/bin/pip install decord`` for the benchmark).
+
+Shards: ``raw`` (the Kinetics-like corpus of bench_shard.py: H.264 480x360, 30 fps, 10 s, GOP 250, sharded
+with ``--probe fast``) and ``reenc`` (``--reencode --codec vp9 --short-side 256 --gop 16``), cached under
+.cache/bench/. Loaders are interleaved in rounds (the CPU is shared, so ratios within one run are what
+count); the first batches of every round (worker start, pipeline build) are excluded.
+
+    .venv/bin/python benchmarks/bench_loader.py [--quick] [--clips 192] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_shard import CACHE, make_corpus  # noqa: E402
+from common import machine, write_result  # noqa: E402
+
+FRAMES, STRIDE, CROP = 16, 4, 224
+MEAN, STD = 0.45 * 255, 0.225 * 255
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+
+def make_shards(root: Path, kind: str, workers: int) -> Path:
+    from shards.build import ShardConfig, build_shards
+    from shards.reencode import ReencodeSpec
+
+    out = CACHE / "loader_shards" / f"{root.name}-{kind}"
+    if (out / ".complete").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    spec = ReencodeSpec(short_side=256, gop=16, codec="vp9") if kind == "reenc" else None
+    cfg = ShardConfig(
+        src="kinetics400", root=str(root), split="train", out=str(out), probe="fast", workers=workers,
+        reencode=spec, fsync=False,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    report = build_shards(cfg)
+    print(f"sharded {kind}: {report.splits['train'].samples} videos in {time.perf_counter() - t0:.0f} s")
+    (out / ".complete").touch()
+    return out
+
+
+def shard_items(shards: Path) -> list[tuple[str, int, int, int, int, float]]:
+    """``(tar, offset, size, label, num_frames, fps)`` per sample, from the ``.idx`` files and ``.i32``."""
+    from pipelines.pyav_feed import list_samples, parse_i32, read_member
+
+    tars = sorted(str(p) for p in shards.glob("train-*.tar"))
+    idxs = [t[: -len(".tar")] + ".idx" for t in tars]
+    items = []
+    for s in list_samples(tars, idxs):
+        label, n, fps, _, _ = parse_i32(read_member(s.tar, *s.members["i32"]))
+        ext = s.video.partition(".")[2]
+        items.append((s.tar, *s.members[ext], label, n, fps))
+    return items
+
+
+# ------------------------------------------------------------------------------------------- peers
+
+
+def clip_indices(n: int, rng: random.Random) -> list[int]:
+    span = STRIDE * (FRAMES - 1) + 1
+    start = rng.randint(0, max(n - span, 0))
+    return [min(start + STRIDE * i, n - 1) for i in range(FRAMES)]
+
+
+def pyav_clip(data: bytes, indices: list[int], fps: float):
+    """pySlowFast-style: seek to the keyframe before the first frame, decode up to the last."""
+    import av
+    import numpy as np
+
+    wanted = set(indices)
+    got = {}
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        c.seek(int(indices[0] / fps / s.time_base), stream=s, backward=True, any_frame=False)
+        for frame in c.decode(s):
+            i = round(frame.time * fps) if frame.time is not None else -1
+            if i in wanted:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= indices[-1]:
+                break
+    last = got[max(got)] if got else None
+    return np.stack([got.get(i, last) for i in indices])
+
+
+def decord_clip(data: bytes, indices: list[int], fps: float):
+    import decord
+
+    vr = decord.VideoReader(io.BytesIO(data), num_threads=1)
+    return vr.get_batch(indices).asnumpy()
+
+
+def torch_transform(frames, rng: random.Random):
+    """uint8 (T, H, W, C) → float (C, T, 224, 224): short-side jitter, random crop, flip, normalise."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # T C H W
+    h, w = x.shape[-2:]
+    short = rng.randint(256, 320)
+    size = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    top, left = rng.randint(0, size[0] - CROP), rng.randint(0, size[1] - CROP)
+    x = x[:, :, top : top + CROP, left : left + CROP]
+    if rng.random() < 0.5:
+        x = x.flip(-1)
+    x = (x - MEAN) / STD
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
+class PeerDataset:
+    """One random training clip per sample, read from the tar by offset (what a peer loader does)."""
+
+    def __init__(self, items, backend: str, seed: int = 0) -> None:
+        self.items, self.backend, self.seed = items, backend, seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        tar, offset, size, label, n, fps = self.items[i]
+        rng = random.Random((self.seed, i, time.perf_counter_ns()).__hash__())
+        with open(tar, "rb") as f:
+            data = os.pread(f.fileno(), size, offset)
+        indices = clip_indices(n, rng)
+        frames = (pyav_clip if self.backend == "pyav" else decord_clip)(data, indices, fps)
+        return torch_transform(frames, rng), torch.tensor(label)
+
+
+def _worker_init(_):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def peer_batches(shards: Path, backend: str, batch_size: int, workers: int, epoch: int):
+    import torch
+    from torch.utils.data import DataLoader
+
+    ds = PeerDataset(shard_items(shards), backend, seed=epoch)
+    g = torch.Generator().manual_seed(epoch)
+    dl = DataLoader(
+        ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        worker_init_fn=_worker_init, generator=g, prefetch_factor=2,
+    )  # fmt: skip
+    for video, _ in dl:
+        yield video.shape[0]
+
+
+def ours_batches(shards: Path, decoder: str, batch_size: int, workers: int, epoch: int):
+    from pipelines import build_loader
+    from pipelines.augment import MVIT_AUG
+    from pipelines.sampling import MVIT_CLIP
+
+    recipe = (MVIT_CLIP, replace(MVIT_AUG, randaugment=None, erase_prob=0.0))  # the peers' work
+    device = "cuda" if decoder == "dali-gpu" else "cpu"
+    loader = build_loader(
+        shards, "train", recipe, batch_size=batch_size, decoder=decoder, num_threads=workers, epoch=epoch,
+        device=device,
+    )  # fmt: skip
+    for b in loader:
+        assert b.video.shape[1:] == (3, FRAMES, CROP, CROP), b.video.shape
+        yield b.video.shape[0]
+
+
+def measure(make_iter, clips: int, warmup: int, per_pass: int) -> tuple[int, float]:
+    """Clips and seconds for at least ``clips`` clips, ``per_pass`` batches a pass, the first ``warmup``
+    of each pass excluded (every pass restarts the iterator: a new pipeline / new workers, as in
+    training; their start and shutdown are not timed)."""
+    done, seconds, epoch = 0, 0.0, 0
+    while done < clips:
+        it = make_iter(epoch)
+        epoch += 1
+        for _ in range(warmup):
+            next(it)
+        t0 = time.perf_counter()
+        n = 0
+        for _ in range(per_pass - warmup):
+            n += next(it)
+            if done + n >= clips:
+                break
+        seconds += time.perf_counter() - t0
+        done += n
+        it.close()
+    return done, seconds
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=48)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--clips", type=int, default=192, help="measured clips per loader and shard kind")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (clips split across them)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 8 videos of 4 s, 16 clips, no file")
+    args = ap.parse_args()
+    if args.quick:
+        args.videos, args.seconds, args.clips, args.rounds, args.batch_size = 8, 4.0, 8, 1, 4
+
+    import torch
+
+    root = make_corpus(args.videos, args.seconds)
+    shards = {kind: make_shards(root, kind, args.workers) for kind in ("raw", "reenc")}
+    try:
+        import decord  # noqa: F401
+
+        have_decord = True
+    except ImportError:
+        have_decord = False
+        print("peer-decord skipped: decord is not installed (.venv/bin/pip install decord)")
+    cuda = torch.cuda.is_available()
+    B, W = args.batch_size, args.workers
+    loaders = {
+        "ours-pyav": lambda s, e: ours_batches(s, "pyav", B, W, e),
+        "ours-dali-cpu": lambda s, e: ours_batches(s, "dali-cpu", B, W, e),
+        "peer-pyav (pySlowFast-style)": lambda s, e: peer_batches(s, "pyav", B, W, e),
+    }
+    if have_decord:
+        loaders["peer-decord (mmaction-style)"] = lambda s, e: peer_batches(s, "decord", B, W, e)
+    if cuda:
+        loaders["ours-dali-gpu"] = lambda s, e: ours_batches(s, "dali-gpu", B, W, e)
+
+    def applies(name: str, kind: str) -> bool:
+        return not (name == "ours-dali-cpu" and kind == "raw")  # DALI's CPU decoder: VP9/MJPEG only
+
+    totals: dict[tuple[str, str], list[float]] = {}
+    per_round = math.ceil(args.clips / args.rounds)
+    for r in range(args.rounds):
+        for kind, path in shards.items():
+            for name, make in loaders.items():
+                if not applies(name, kind):
+                    continue
+                n, s = measure(
+                    lambda e, m=make, p=path, r=r: m(p, 100 * r + e), per_round, 1, args.videos // B
+                )
+                print(f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s")
+                t = totals.setdefault((name, kind), [0, 0.0])
+                t[0] += n
+                t[1] += s
+
+    rate = {k: n / s for k, (n, s) in totals.items()}
+    results: dict = {
+        "videos": args.videos,
+        "seconds_per_video": args.seconds,
+        "batch_size": B,
+        "workers": W,
+        "clip": f"{FRAMES} frames x stride {STRIDE}, {CROP}x{CROP}",
+        "rows": [{"loader": k[0], "shards": k[1], "clips": v[0], "seconds": v[1]} for k, v in totals.items()],
+        "clips_per_s": {f"{k[0]} | {k[1]}": v for k, v in rate.items()},
+    }
+    kinds = list(shards)
+    names = list(loaders)
+    lines = [
+        f"{args.videos} videos of {args.seconds:g} s; clip {results['clip']}; batches of {B}; {W} workers "
+        f"(DALI threads + PyAV processes for ours, DataLoader workers for the peers); {args.rounds} interleaved "
+        "rounds; every pass (epoch) builds its pipeline / starts its workers afresh, not timed (nor its "
+        "first batch). The CPU was shared with other engineers' test runs: "
+        "compare within this run only.",
+        "",
+        "raw: H.264 480x360 30 fps, GOP 250 (x264 ultrafast), `--probe fast`; reenc: `--reencode --codec vp9 "
+        "--short-side 256 --gop 16`. Ours: MViT recipe minus RandAugment and random erasing (random "
+        "resized crop, flip, normalise); peers: short-side jitter 256-320, random crop, flip, normalise (torch).",
+        "",
+        "| loader | " + " | ".join(f"{k} clips/s" for k in kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
+    ]
+    for name in names:
+        cells = [f"{rate[(name, k)]:.2f}" if (name, k) in rate else "n/a" for k in kinds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    verdicts = {}
+    for k in kinds:
+        ours = max((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("ours"))
+        peer = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("peer")), default=None)
+        if peer is None:
+            continue
+        ratio = ours[0] / peer[0]
+        verdicts[k] = ratio
+        lines.append(f"- {k}: best ours {ours[1]} {ours[0]:.2f} clips/s vs best peer {peer[1]} "
+                     f"{peer[0]:.2f} clips/s: **{ratio:.2f}x**")  # fmt: skip
+    results["ours_vs_best_peer"] = verdicts
+    if "reenc" in verdicts:
+        x = verdicts["reenc"]
+        verdict = "met" if x >= 2 else f"missed ({x:.2f}x, {(1 - x / 2):.0%} short of 2x)"
+        lines += ["", f"Goal: >= 2x the best peer on re-encoded shards on CPU: {verdict}."]
+    md = "\n".join(lines)
+    print(md)
+    if args.quick:
+        print("\n(--quick: no result file written)")
+        return
+    path = write_result("loader", machine(), results, md)
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main()
