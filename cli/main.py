@@ -263,3 +263,4 @@ def flops(
 
 from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`
 from cli import predict, viz  # noqa: E402, F401 - importing a command module registers its command
+from cli import train as _train  # noqa: E402, F401 - registers `stts train`

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 
-COMMANDS = ["shard", "flops", "predict", "viz", "eval"]
+COMMANDS = ["shard", "flops", "predict", "viz", "eval", "train"]
 
 
 def test_help_lists_every_command():
