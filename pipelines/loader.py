@@ -241,6 +241,7 @@ class VideoLoader:
         num_threads: int = 2,
         epoch: int = 0,
         log_every: int = 100,
+        num_sample: int = 1,
     ) -> None:
         import torch
 
@@ -252,6 +253,9 @@ class VideoLoader:
             raise ValueError(f"seed and epoch must be >= 0, got {seed}, {epoch}")
         if log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {log_every}")
+        if num_sample < 1:
+            raise ValueError(f"num_sample must be >= 1, got {num_sample}")
+        self.num_sample = num_sample if train else 1
         self.shards_dir = Path(shards_dir)
         entry = _read_split(self.shards_dir, split)
         self.split = split
@@ -374,8 +378,9 @@ class VideoLoader:
                 extra = (indices,)
             if to_gpu:
                 frames = frames.gpu()
-            if train:
-                return train_transform(frames, aug), label, key, *extra
+            if train:  # repeated augmentation: num_sample independent draws on the same decoded frames
+                clips = tuple(train_transform(frames, aug) for _ in range(self.num_sample))
+                return (*clips, label, key, *extra)
             return (*(eval_transform(frames, aug, c, crops) for c in range(crops)), label, key, *extra)
 
         p = pipe()
@@ -460,7 +465,7 @@ class VideoLoader:
         import torch
 
         self._begin_pass()
-        epoch, target, size = self.epoch, len(self), self.batch_size
+        epoch, target, size = self.epoch, len(self), self.batch_size * self.num_sample
         indices = TrainClipIndices(self.clip, self.seed, epoch)
         pipe, journal = self._pipeline(indices, _derived_seed(self.seed, epoch, 0), True)
         pending: list = []
@@ -476,11 +481,15 @@ class VideoLoader:
                 it += 1
                 if out is None:
                     continue
-                (video,), labels, keys, ok = out
+                videos, labels, keys, ok = out
                 if ok.any():
                     last_good = it
+                    # a video's num_sample clips side by side: [v0 a, v0 b, v1 a, v1 b, ...]
+                    reps = self.num_sample
+                    chunk = torch.stack([_to_torch(v, self.device) for v in videos], dim=1).flatten(0, 1)
+                    ok, labels = np.repeat(ok, reps), np.repeat(labels, reps)
+                    keys = [k for k in keys for _ in range(reps)]
                     mask = torch.from_numpy(ok)
-                    chunk = _to_torch(video, self.device)
                     chunk = chunk if ok.all() else chunk[mask.to(chunk.device)]
                     good = [k for k, g in zip(keys, ok, strict=True) if g]
                     pending.append((chunk, labels[ok], good, np.zeros(len(good), dtype=np.int64)))
@@ -595,6 +604,7 @@ def build_loader(
     num_threads: int = 2,
     epoch: int = 0,
     log_every: int = 100,
+    num_sample: int = 1,
 ) -> VideoLoader:
     """Batches of clips from ``shards_dir``'s ``split`` (see the module docstring).
 
@@ -607,6 +617,8 @@ def build_loader(
     views: ``(num_clips, num_crops)`` at evaluation (default: the recipe's, MViT 10×1, Swin 4×3).
     num_threads: DALI threads per pipeline (and PyAV worker processes).
     log_every: warn (logger ``"stts.pipelines"``) at the first decode fault, then once per this many.
+    num_sample: training only: repeated augmentation, ``num_sample`` independently augmented clips of each
+        decoded video, side by side in the batch (``batch_size · num_sample`` clips per batch; MViT recipe 2).
     """
     return VideoLoader(
         shards_dir,
@@ -623,4 +635,5 @@ def build_loader(
         num_threads=num_threads,
         epoch=epoch,
         log_every=log_every,
+        num_sample=num_sample,
     )

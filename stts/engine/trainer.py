@@ -231,7 +231,6 @@ class Trainer:
         cfg = self.cfg
         clip, aug = specs_for(cfg, model, train=True)
         common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.decoder}
-        extra = {"num_sample": cfg.num_sample} if cfg.num_sample > 1 else {}
         train = build_loader(
             cfg.data,
             cfg.train_split,
@@ -240,8 +239,8 @@ class Trainer:
             seed=cfg.seed,
             train=True,
             num_threads=cfg.num_threads,
+            num_sample=cfg.num_sample,
             **common,
-            **extra,
         )
         val = None
         if cfg.val_split and cfg.eval_every:

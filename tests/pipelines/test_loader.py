@@ -254,3 +254,22 @@ def test_full_mvit_recipe_with_randaugment_and_erasing(vp9, built_pipelines):
         check_batch(b, 3)
         assert b.label.tolist() == [labels[k] for k in b.key]
     assert sorted(k for b in batches for k in b.key) == sorted(labels)
+
+
+@pytest.mark.parametrize("decoder", ["dali-cpu", "pyav"])
+def test_repeated_augmentation_gives_num_sample_clips_per_video(vp9, decoder):
+    labels = labels_of(vp9, "train")
+    loader = build_loader(vp9, "train", MVIT, batch_size=2, seed=3, num_sample=2, decoder=decoder)
+    batches = list(loader)
+    assert len(loader) == len(batches) == TRAIN // 2
+    for b in batches:
+        check_batch(b, 4)
+        assert b.key[0] == b.key[1] != b.key[2] == b.key[3]  # each video's clips side by side
+        assert b.label.tolist() == [labels[k] for k in b.key]
+        # two independent augmentations of the same decoded frames
+        assert not torch.equal(b.video[0], b.video[1]) and not torch.equal(b.video[2], b.video[3])
+    assert sorted(k for b in batches for k in b.key[::2]) == sorted(labels)
+    again = list(build_loader(vp9, "train", MVIT, batch_size=2, seed=3, num_sample=2, decoder=decoder))
+    assert all(torch.equal(a.video, b.video) for a, b in zip(batches, again, strict=True))
+    with pytest.raises(ValueError, match="num_sample"):
+        build_loader(vp9, "train", MVIT, batch_size=2, num_sample=0)

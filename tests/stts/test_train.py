@@ -61,13 +61,18 @@ def events(out: Path) -> list[dict]:
 
 def test_train_writes_a_complete_run(shards, tmp_path):
     out = tmp_path / "run"
-    done = run_cli(base_args(shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1"))
+    # the MViT recipe's repeated augmentation and mixup included
+    done = run_cli(
+        base_args(
+            shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1", "--set", "num_sample=2"
+        )
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done" in done.stdout and "val top-1" in done.stdout
     for name in ("config.yaml", "metrics.jsonl", "model.pt", "best.pt"):
         assert (out / name).is_file(), name
     cfg = load_config(out / "config.yaml")
-    assert cfg.model == MODEL and cfg.epochs == 2 and cfg.num_sample == 1 and cfg.seed == 3
+    assert cfg.model == MODEL and cfg.epochs == 2 and cfg.num_sample == 2 and cfg.seed == 3
     # 12 train videos, batch 2 → 6 iterations per epoch; keep_last 2 checkpoints (the two epoch ends)
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert kept == ["step-00000010", "step-00000012"]
