@@ -243,10 +243,16 @@ def eval_transform(frames, spec: AugmentSpec, crop_index: int = 0, num_crops: in
     return _normalize(cropped, spec)
 
 
+def needs_conditionals(spec: AugmentSpec) -> bool:
+    """Whether `train_transform` with ``spec`` uses DALI conditionals (``enable_conditionals=True``)."""
+    return spec.randaugment is not None or spec.erase_prob > 0
+
+
 def train_transform(frames, spec: AugmentSpec):
     """One training augmentation of ``frames`` (uint8 ``FHWC`` DataNode) → float32 ``(3, T, crop, crop)``
-    ``CFHW``; every random draw is per clip. RandAugment (``spec.randaugment``) needs the pipeline to be
-    defined with ``enable_conditionals=True``."""
+    ``CFHW``; every random draw is per clip. RandAugment (``spec.randaugment``) and random erasing
+    (``spec.erase_prob``) need the pipeline to be defined with ``enable_conditionals=True``
+    (`needs_conditionals`)."""
     from nvidia.dali import fn, types
     from nvidia.dali import math as dmath
 
@@ -293,23 +299,27 @@ def train_transform(frames, spec: AugmentSpec):
 
 def _random_erase(video, spec: AugmentSpec):
     """timm ``RandomErasing`` (pixel mode, one box for all frames) on a float ``CFHW`` clip of
-    ``crop_size``² frames: inside the box the values become N(0, 1), drawn per pixel and frame."""
-    from nvidia.dali import fn, types
+    ``crop_size``² frames: inside the box the values become N(0, 1), drawn per pixel and frame.
+
+    The whole erase is inside a DALI conditional, so the clips that are not erased (1 − ``erase_prob``)
+    pay nothing for it; drawing full-size normal noise for every clip made training batches several
+    times slower. Needs ``enable_conditionals=True`` (see `train_transform`)."""
+    from nvidia.dali import fn
     from nvidia.dali import math as dmath
 
     c = spec.crop_size
-    area = fn.random.uniform(range=[spec.erase_scale[0] * c * c, spec.erase_scale[1] * c * c])
-    log_r = fn.random.uniform(range=[math.log(spec.erase_ratio[0]), math.log(spec.erase_ratio[1])])
-    ratio = dmath.exp(log_r)
-    bh = dmath.clamp(dmath.floor(dmath.sqrt(area * ratio) + 0.5), 1.0, float(c))
-    bw = dmath.clamp(dmath.floor(dmath.sqrt(area / ratio) + 0.5), 1.0, float(c))
-    # top/left uniform over the valid integer positions [0, c - side]
-    top = dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * (c - bh + 1))
-    left = dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * (c - bw + 1))
-    on = fn.cast(fn.random.coin_flip(probability=spec.erase_prob), dtype=types.FLOAT)
-    anchor = fn.cast(fn.stack(top, left), dtype=types.FLOAT)
-    shape = fn.stack(bh * on, bw * on)  # a zero-size box erases nothing
-    ones = video * 0.0 + 1.0
-    keep = fn.erase(ones, anchor=anchor, shape=shape, axis_names="HW", fill_value=0.0)
-    noise = fn.random.normal(video)
-    return video * keep + noise * (1.0 - keep)
+    if fn.random.coin_flip(probability=spec.erase_prob):
+        area = fn.random.uniform(range=[spec.erase_scale[0] * c * c, spec.erase_scale[1] * c * c])
+        log_r = fn.random.uniform(range=[math.log(spec.erase_ratio[0]), math.log(spec.erase_ratio[1])])
+        ratio = dmath.exp(log_r)
+        bh = dmath.clamp(dmath.floor(dmath.sqrt(area * ratio) + 0.5), 1.0, float(c))
+        bw = dmath.clamp(dmath.floor(dmath.sqrt(area / ratio) + 0.5), 1.0, float(c))
+        # top/left uniform over the valid integer positions [0, c - side]
+        top = dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * (c - bh + 1))
+        left = dmath.floor(fn.random.uniform(range=[0.0, 1.0]) * (c - bw + 1))
+        ones = video * 0.0 + 1.0
+        keep = fn.erase(
+            ones, anchor=fn.stack(top, left), shape=fn.stack(bh, bw), axis_names="HW", fill_value=0.0
+        )
+        video = video * keep + fn.random.normal(video) * (1.0 - keep)
+    return video

@@ -15,7 +15,7 @@ clips to the same augmentation graph (`pipelines.augment.train_transform` / ``ev
 
 One DALI pipeline per pass: the decoder's graph (`pipelines.dali_decode.clip_graph` or
 `pipelines.pyav_feed.pyav_clip_graph`), then the augmentation graph (one output per spatial crop at
-evaluation), then the outputs; built with ``enable_conditionals=True`` when the recipe uses RandAugment
+evaluation), then the outputs; built with ``enable_conditionals=True`` when the recipe uses RandAugment or erasing
 and with ``py_num_workers`` / ``py_start_method`` for the PyAV source. ``loader.pipelines_built`` counts them.
 
 Epochs and ranks (the reader's layout, see `pipelines.dali_decode`): rank ``r`` of ``k`` reads the samples
@@ -76,7 +76,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipelines.augment import AUG_SPECS, AugmentSpec, eval_transform, train_transform
+from pipelines.augment import AUG_SPECS, AugmentSpec, eval_transform, needs_conditionals, train_transform
 from pipelines.dali_decode import SampleMeta, check_reader, clip_graph, key_of
 from pipelines.sampling import (
     CLIP_SPECS,
@@ -354,7 +354,7 @@ class VideoLoader:
             num_threads=self.num_threads,
             device_id=self._device_id(),
             seed=seed,
-            enable_conditionals=train and aug.randaugment is not None,
+            enable_conditionals=train and needs_conditionals(aug),
             **kw,
         )
         def pipe():
