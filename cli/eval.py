@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,23 +92,10 @@ def load_eval_model(
 
 
 def eval_recipe(model, recipe: str, views: tuple[int, int] | None):
-    """(ClipSpec, AugmentSpec) of ``recipe`` fitted to the model's input: its frames and crop size, the
-    evaluation short side scaled with the crop (MViT 256 for 224; a 64 crop resizes to 73)."""
-    from pipelines.augment import AUG_SPECS
-    from pipelines.sampling import CLIP_SPECS
-    from stts.registry import input_shape
+    """(ClipSpec, AugmentSpec) of ``recipe`` fitted to the model's input (`pipelines.recipes`)."""
+    from pipelines.recipes import recipe_for_model
 
-    _, _, frames, size, _ = input_shape(model)
-    base = CLIP_SPECS[recipe]
-    clip = replace(
-        base,
-        num_frames=frames,
-        crop_size=size,
-        short_side=max(size, round(base.short_side * size / base.crop_size)),
-    )
-    if views is not None:
-        clip = replace(clip, num_clips=views[0], num_crops=views[1])
-    return clip, replace(AUG_SPECS[recipe], clip=clip)
+    return recipe_for_model(model, family=recipe, views=views)
 
 
 def _distributed(device: str) -> tuple[int, int, str]:

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.augment import AUG_SPECS, AugmentSpec, eval_transform
-from pipelines.sampling import CLIP_SPECS, ClipSpec, eval_clip_indices, eval_crop_boxes, eval_views
+from pipelines.augment import AugmentSpec, eval_transform
+from pipelines.recipes import recipe_for_model
+from pipelines.sampling import ClipSpec, eval_clip_indices, eval_crop_boxes, eval_views
 
 __all__ = [
     "VideoReadError",
@@ -42,30 +43,6 @@ __all__ = [
 
 class VideoReadError(Exception):
     """A video that cannot be used; the message names the file (or shard sample) and says why."""
-
-
-def recipe_for_model(
-    model_or_cfg, *, family: str | None = None, views: tuple[int, int] | None = None
-) -> tuple[ClipSpec, AugmentSpec]:
-    """The family's evaluation recipe with the model's frames and crop size.
-
-    The resize keeps the recipe's ratio of short side to crop (MViT 256/224, Swin 224/224), rounded;
-    stride, time base, placement rules and normalisation stay the recipe's. ``views`` is
-    ``(num_clips, num_crops)`` instead of the recipe's (MViT 10×1, Swin 4×3)."""
-    from stts.models.mvit import MViTConfig
-    from stts.registry import input_shape
-
-    cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
-    family = family or ("mvit" if isinstance(cfg, MViTConfig) else "swin")
-    if family not in ("mvit", "swin"):
-        raise ValueError(f"family must be mvit or swin, got {family!r}")
-    base, aug = CLIP_SPECS[family], AUG_SPECS[family]
-    _, _, frames, size, _ = input_shape(cfg)
-    short = base.short_side if size == base.crop_size else round(base.short_side * size / base.crop_size)
-    clip = replace(base, num_frames=frames, crop_size=size, short_side=short)
-    if views is not None:
-        clip = replace(clip, num_clips=int(views[0]), num_crops=int(views[1]))
-    return clip, replace(aug, clip=clip)
 
 
 @dataclass

@@ -86,23 +86,12 @@ def read_classes(data: str | os.PathLike) -> list[str]:
 
 
 def specs_for(cfg: TrainConfig, model, *, train: bool):
-    """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input (frames, crop) and ``cfg.clip`` /
-    ``cfg.aug``; Swin validates with its one-clip val spec."""
-    from pipelines.augment import AUG_SPECS
-    from stts.registry import input_shape
+    """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input, with ``cfg.clip`` / ``cfg.aug``;
+    validation uses ``cfg.val_views``."""
+    from pipelines.recipes import recipe_for_model
 
-    _, _, frames, size, _ = input_shape(model)
-    key = cfg.recipe if train or cfg.recipe != "swin" else "swin_val"
-    aug = AUG_SPECS[key]
-    clip_changes = {"num_frames": frames, "crop_size": size}
-    if size != aug.clip.crop_size:  # keep the recipe's resize/crop proportion for smaller models
-        clip_changes["short_side"] = max(size, round(aug.clip.short_side * size / aug.clip.crop_size))
-    clip = replace(aug.clip, **{**clip_changes, **cfg.clip})
-    aug_changes: dict[str, Any] = {"clip": clip}
-    if aug.train_short_side is not None and size != aug.clip.crop_size:
-        aug_changes["train_short_side"] = max(size, round(aug.train_short_side * size / aug.clip.crop_size))
-    aug_changes.update({k: tuple(v) if isinstance(v, list) else v for k, v in cfg.aug.items()})
-    return clip, replace(aug, **aug_changes)
+    views = None if train else tuple(cfg.val_views)
+    return recipe_for_model(model, family=cfg.recipe, views=views, train=train, clip=cfg.clip, aug=cfg.aug)
 
 
 def find_resume_point(out: str | os.PathLike) -> Path | None:
