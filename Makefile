@@ -32,8 +32,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python benchmarks/bench_shard.py
-	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/stts bench
 
 demo: install
 	$(BIN)/stts shard --src synthetic --out $(DEMO_OUT)/shards --overwrite

@@ -32,11 +32,12 @@ FAMILIES = {
 }  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    args = ap.parse_args(argv)
     families = list(FAMILIES) if args.family == "all" else [args.family]
     torch.manual_seed(0)
     results = {"threads": torch.get_num_threads(), "rounds": args.rounds, "models": {}}
@@ -82,7 +83,7 @@ def main() -> None:
         f"Goal: speed-up >= 80 % of the FLOPs ratio. Lowest: {worst[0]} at {worst[1]['efficiency']:.0%}.",
     ]
     md = "\n".join(lines)
-    path = write_result("inference", machine(), results, md)
+    path = write_result("inference", machine(), results, md, args.out)
     print(md)
     print(f"\nwritten: {path}")
 

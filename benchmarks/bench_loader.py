@@ -218,7 +218,7 @@ def measure(make_iter, clips: int, warmup: int, per_pass: int) -> tuple[int, flo
 # -------------------------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -227,7 +227,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 8 videos of 4 s, 16 clips, no file")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    args = ap.parse_args(argv)
     if args.quick:
         args.videos, args.seconds, args.clips, args.rounds, args.batch_size = 8, 4.0, 8, 1, 4
 
@@ -322,7 +323,7 @@ def main() -> None:
     if args.quick:
         print("\n(--quick: no result file written)")
         return
-    path = write_result("loader", machine(), results, md)
+    path = write_result("loader", machine(), results, md, args.out)
     print(f"\nwritten: {path}")
 
 

@@ -160,12 +160,13 @@ def best(fn, repeats: int) -> float:
     return min(fn() for _ in range(repeats))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    args = ap.parse_args(argv)
 
     root = make_corpus(args.videos, args.seconds)
     files = files_of(root)
@@ -277,7 +278,7 @@ def main() -> None:
         f"With the same encoder settings, GOP 16 makes random clip access {speedup:.1f}x cheaper than GOP 250.",
     ]
     md = "\n".join(lines)
-    path = write_result("shard", machine(), results, md)
+    path = write_result("shard", machine(), results, md, args.out)
     print(md)
     print(f"\nwritten: {path}")
 

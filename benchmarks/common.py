@@ -50,10 +50,19 @@ def machine_slug(info: dict) -> str:
     return re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
 
 
-def write_result(name: str, info: dict, results: dict, markdown: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def result_base(name: str, info: dict, out_dir: str | os.PathLike | None = None) -> Path:
+    """``{out_dir}/{date}-{name}-{machine}`` (no suffix): where `write_result` writes today's file."""
     stamp = dt.date.today().isoformat()
-    base = RESULTS / f"{stamp}-{name}-{machine_slug(info)}"
+    return Path(out_dir or RESULTS) / f"{stamp}-{name}-{machine_slug(info)}"
+
+
+def write_result(
+    name: str, info: dict, results: dict, markdown: str, out_dir: str | os.PathLike | None = None
+) -> Path:
+    """``{date}-{name}-{machine}.json`` and ``.md`` in ``out_dir`` (default: benchmarks/results)."""
+    base = result_base(name, info, out_dir)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    stamp = dt.date.today().isoformat()
     payload = {"benchmark": name, "date": stamp, "machine": info, "results": results}
     base.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     header = f"# {name} — {stamp}\n\nMachine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB"

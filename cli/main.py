@@ -261,6 +261,7 @@ def flops(
     console.print(table)
 
 
+from cli import bench as _bench  # noqa: E402, F401 - registers `stts bench`
 from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`
 from cli import predict, viz  # noqa: E402, F401 - importing a command module registers its command
 from cli import train as _train  # noqa: E402, F401 - registers `stts train`

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 
-COMMANDS = ["shard", "flops", "predict", "viz", "eval", "train"]
+COMMANDS = ["shard", "flops", "predict", "viz", "eval", "train", "bench"]
 
 
 def test_help_lists_every_command():

@@ -1,0 +1,379 @@
+"""Training-step speed: seconds per optimizer step of each STTS model beside its all-token baseline.
+
+One step is what `stts train` does per iteration (`stts.engine.Trainer.train_step`): the recipe's mixup
+(MViT), forward with the perturbed top-k in training mode (σ of the recipe, > 0), loss, backward, gradient
+clipping (MViT) and an AdamW step over the recipe's parameter groups; ``grad_accum`` 1, so every iteration is
+an optimizer step (the Swin recipe accumulates 8 of them per step). Pairs (baseline, STTS):
+
+* debug models, always, at the recipe's batch (MViT 2 videos x 2 clips, Swin 1 clip);
+* ``mvit_b_16x4`` / ``mvit_b_16x4_t0.6_s0.9`` and ``swin_b_32x2`` / ``swin_b_32x2_t0.5`` at batch 1 (one clip,
+  so no mixup), not with ``--quick``, and only when one step of the STTS model fits ``--budget`` seconds
+  (measured first).
+
+Step time: synthetic random clips, a warm-up step excluded, models interleaved round by round, medians.
+Peak memory (without ``--quick``): one fresh process per model builds it and runs two steps; on CPU the
+growth of its peak RSS (``ru_maxrss``) over the built model, i.e. activations + gradients + AdamW state
+(tracemalloc does not see torch's allocator); on CUDA ``torch.cuda.max_memory_allocated`` during the steps.
+Data wait: the STTS models (and the debug baselines) fed by `pipelines.build_loader` from a small synthetic
+shard cached under .cache/bench/, the share of each iteration spent waiting for the next batch (the first
+batch, which builds the pipeline, excluded).
+
+    .venv/bin/python benchmarks/bench_train.py [--quick] [--rounds 3] [--budget 60] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import machine, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench"
+NUM_CLASSES = 400  # a Kinetics-400 head for the synthetic steps (the shard's labels fit in it too)
+
+DEBUG_PAIRS = [("mvit_debug", "mvit_debug_t0.5_s0.5"), ("swin_debug", "swin_debug_t0.5")]
+ZOO_PAIRS = [("mvit_b_16x4", "mvit_b_16x4_t0.6_s0.9"), ("swin_b_32x2", "swin_b_32x2_t0.5")]
+
+
+# ------------------------------------------------------------------------------------------ the step
+
+
+def config_for(name: str, zoo: bool, data: str = ""):
+    """The recipe of the model's family with this model; zoo models at one clip per step."""
+    from stts.engine import RECIPES
+    from stts.registry import family_of
+
+    cfg = replace(RECIPES[family_of(name)], model=name, grad_accum=1, data=data, tensorboard=False)
+    if (
+        zoo
+    ):  # one clip per step; mixup needs two clips, so it is off there (a negligible cost beside the model)
+        cfg = replace(cfg, batch_size=1, num_sample=1, mixup=False)
+    return cfg
+
+
+class Runner:
+    """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `Trainer.train_step`."""
+
+    def __init__(self, name: str, zoo: bool, accelerator, device):
+        import torch
+
+        from pipelines.mixup import MVIT_MIXUP, MixUp
+        from stts.engine import Trainer
+        from stts.engine.optim import param_groups
+        from stts.registry import build_model, input_shape
+
+        self.name, self.device = name, device
+        self.cfg = config_for(name, zoo)
+        model = build_model(name, num_classes=NUM_CLASSES).train()
+        for selector in model.selectors():
+            selector.sigma = self.cfg.sigma  # the recipe's σ at the start of training (> 0)
+        groups = param_groups(model, self.cfg)
+        for g in groups:
+            g["lr"] = self.cfg.lr * g["lr_mult"]
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps)
+        self.model, self.optimizer = accelerator.prepare(model, opt)
+        self.bare = model
+        self.accelerator = accelerator
+        self.mixup = None
+        if self.cfg.mixup:
+            self.mixup = MixUp(
+                replace(MVIT_MIXUP, num_classes=NUM_CLASSES, label_smoothing=self.cfg.label_smoothing)
+            )
+        self.trainer = SimpleNamespace(cfg=self.cfg)  # what `Trainer.train_step` reads of its trainer
+        self.step_fn = Trainer.train_step
+        self.clips = self.cfg.batch_size * self.cfg.num_sample
+        self.shape = input_shape(model, batch=self.clips)
+        gen = torch.Generator().manual_seed(0)
+        video = torch.randn(self.shape, generator=gen).to(device)
+        label = torch.randint(0, NUM_CLASSES, (self.clips,), generator=gen).to(device)
+        self.batch = SimpleNamespace(video=video, label=label, key=[str(i) for i in range(self.clips)])
+
+    def step(self, batch=None) -> float:
+        """Seconds of one training step (synthetic clips unless a loader's batch is given)."""
+        t0 = time.perf_counter()
+        loss = self.step_fn(self.trainer, self.accelerator, self.model, self.optimizer, batch or self.batch,
+                            self.mixup)  # fmt: skip
+        sync(self.device)
+        if loss is None:
+            raise RuntimeError(f"{self.name}: non-finite loss on synthetic data")
+        return time.perf_counter() - t0
+
+
+def threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision="no", gradient_accumulation_steps=1)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def probe(name: str, zoo: bool) -> dict:
+    """In this (fresh) process: build the model, run two steps; step times and peak memory of training."""
+    import torch
+
+    accelerator = make_accelerator()
+    runner = Runner(name, zoo, accelerator, accelerator.device)
+    cuda = accelerator.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_mib()
+    times = [runner.step(), runner.step()]
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # KiB on Linux
+    params = sum(p.numel() for p in runner.bare.parameters())
+    return {"model": name, "first_step_s": times[0], "step_s": times[1], "peak_mib": peak, "params": params,
+            "memory": "cuda max_memory_allocated" if cuda else "peak RSS growth"}  # fmt: skip
+
+
+def probe_in_subprocess(name: str, zoo: bool, timeout: float | None) -> dict | None:
+    """`probe` in a fresh interpreter (so that the peak is this model's); None when it ran past ``timeout``."""
+    cmd = [sys.executable, __file__, "--probe", name, "--threads", str(threads())] + (
+        ["--zoo"] if zoo else []
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        raise RuntimeError(f"probe of {name} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ data wait
+
+
+def make_shards(quick: bool) -> Path:
+    """Small synthetic VP9 shards (the DALI CPU decoder reads them), built once into .cache/bench/."""
+    from shards.build import ShardConfig, build_shards
+    from shards.synthetic import SyntheticConfig
+
+    per_class, size = (2, 64) if quick else (6, 112)
+    out = CACHE / f"train_shards_{4 * per_class}x{size}"
+    if (out / ".complete").exists():
+        return out
+    synth = SyntheticConfig(num_classes=4, train_per_class=per_class, val_per_class=1, frames=64, size=size)
+    build_shards(ShardConfig(src="synthetic", out=str(out), workers=2, synthetic=synth, overwrite=True,
+                             fsync=False))  # fmt: skip
+    (out / ".complete").touch()
+    return out
+
+
+def data_wait(runner: Runner, shards: Path, steps: int) -> dict:
+    """``steps`` training iterations fed by `build_loader` (after one that builds the pipeline)."""
+    from pipelines import build_loader
+    from stts.engine.trainer import specs_for
+
+    cfg = replace(runner.cfg, data=str(shards))
+    clip, aug = specs_for(cfg, runner.bare, train=True)
+    loader = build_loader(
+        shards, "train", (clip, aug), batch_size=cfg.batch_size, num_sample=cfg.num_sample, seed=0,
+        train=True, num_threads=cfg.num_threads, device=runner.device,
+    )  # fmt: skip
+    wait = compute = 0.0
+    done, epoch = -1, 0  # the first batch of the first pass builds the pipeline: not counted
+    decoder = None
+    while done < steps:
+        loader.set_epoch(epoch)
+        epoch += 1
+        batches = iter(loader)
+        while done < steps:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            runner.step(batch)
+            t2 = time.perf_counter()
+            if done >= 0:
+                wait += t1 - t0
+                compute += t2 - t1
+            done += 1
+        decoder = getattr(loader, "decoder", decoder)
+    return {"steps": steps, "wait_s": wait, "step_s": compute, "share": wait / (wait + compute),
+            "clips_per_s": steps * runner.clips / (wait + compute), "decoder": decoder}  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: debug models, 1 round, 1 thread, no memory"
+    )
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 3; quick 1)")
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds one zoo step may take (else skipped)")
+    ap.add_argument("--loader-steps", type=int, default=None, help="loader-fed steps (default 8, zoo 2)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
+    ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one model's memory, in a fresh process
+    ap.add_argument("--zoo", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.probe:
+        print(json.dumps(probe(args.probe, args.zoo)))
+        return
+    rounds = args.rounds or (1 if args.quick else 3)
+    loader_steps = args.loader_steps or (2 if args.quick else 8)
+    t_start = time.perf_counter()
+
+    import torch
+
+    torch.manual_seed(0)
+    if args.quick and not args.threads:  # a smoke run: one thread is not slowed down by a busy machine
+        torch.set_num_threads(1)
+    notes: list[str] = []
+    pairs = [(b, s, False) for b, s in DEBUG_PAIRS]
+    probes: dict[str, dict] = {}
+    if not args.quick:
+        for base, sel, zoo in pairs:
+            for name in (base, sel):
+                probes[name] = probe_in_subprocess(name, zoo, None)
+        for base, sel in ZOO_PAIRS:
+            # the STTS model first (the cheaper one): when its step does not fit the budget, neither does
+            # the baseline's; a probe builds the model and runs two steps
+            got = probe_in_subprocess(sel, True, 2 * args.budget + 60)
+            if got is None or got["step_s"] > args.budget:
+                took = "more than the budget" if got is None else f"{got['step_s']:.0f} s"
+                notes.append(f"{base} / {sel} skipped: one training step of {sel} at batch 1 took {took} "
+                             f"(budget {args.budget:g} s per step on this machine)")  # fmt: skip
+                print(notes[-1], flush=True)
+                continue
+            probes[sel] = got
+            probes[base] = probe_in_subprocess(base, True, None)
+            pairs.append((base, sel, True))
+            print(f"probed {base} / {sel}: {probes[base]['step_s']:.1f} / {got['step_s']:.1f} s per step",
+                  flush=True)  # fmt: skip
+
+    accelerator = make_accelerator()
+    device = accelerator.device
+    runners = {name: Runner(name, zoo, accelerator, device) for b, s, zoo in pairs for name in (b, s)}
+    for r in runners.values():  # warm-up
+        r.step()
+    times: dict[str, list[float]] = {n: [] for n in runners}
+    for i in range(rounds):
+        for n, r in runners.items():
+            times[n].append(r.step())
+        print(
+            f"round {i + 1}/{rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()),
+            flush=True,
+        )
+
+    print(f"timed in {time.perf_counter() - t_start:.0f} s", flush=True)
+    shards = make_shards(args.quick)
+    print(f"shards ready at {time.perf_counter() - t_start:.0f} s", flush=True)
+    waits: dict[str, dict] = {}
+    for base, sel, zoo in pairs:
+        if args.quick and base != DEBUG_PAIRS[0][0]:
+            continue
+        for name in (sel,) if zoo or args.quick else (base, sel):
+            waits[name] = data_wait(
+                runners[name], shards, 2 if zoo and not args.loader_steps else loader_steps
+            )
+            print(f"data wait {name}: {waits[name]['share']:.1%} ({time.perf_counter() - t_start:.0f} s)",
+                  flush=True)  # fmt: skip
+
+    rows = []
+    for base, sel, zoo in pairs:
+        b_s, s_s = statistics.median(times[base]), statistics.median(times[sel])
+        row = {
+            "baseline": base, "stts": sel, "zoo": zoo, "clips": runners[sel].clips, "input": list(runners[sel].shape),
+            "baseline_s": b_s, "stts_s": s_s, "speedup": b_s / s_s,
+            "baseline_times": times[base], "stts_times": times[sel],
+            "baseline_peak_mib": probes.get(base, {}).get("peak_mib"),
+            "stts_peak_mib": probes.get(sel, {}).get("peak_mib"),
+            "baseline_data_wait": waits.get(base), "stts_data_wait": waits.get(sel),
+        }  # fmt: skip
+        rows.append(row)
+    info = machine()
+    results = {
+        "quick": args.quick, "rounds": rounds, "threads": torch.get_num_threads(), "device": str(device),
+        "budget_s": args.budget, "pairs": rows, "probes": probes, "notes": notes,
+        "seconds": time.perf_counter() - t_start,
+    }  # fmt: skip
+
+    def mib(x):
+        return "n/a" if x is None else f"{x:,.0f}"
+
+    def share(w):
+        return "n/a" if w is None else f"{w['share']:.0%}"
+
+    mem_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS growth (ru_maxrss)"
+    lines = [
+        f"{device.type.upper()}, {torch.get_num_threads()} threads; one optimizer step = `Trainer.train_step` "
+        "(recipe mixup for the MViT debug pair (batch 1 has none), forward with the perturbed top-k in "
+        "training mode at the recipe's σ, loss, "
+        "backward, clipping for MViT, AdamW over the recipe's param groups), grad_accum 1. Synthetic random "
+        f"clips; warm-up excluded; models interleaved; median of {rounds} rounds.",
+        "",
+        f"Memory: {mem_kind} of a fresh process over its built model during two steps (activations + "
+        "gradients + AdamW state). Data wait: share of each iteration spent waiting for `build_loader` "
+        f"(synthetic VP9 shard {shards.name}, decoder {next(iter(waits.values()))['decoder']}, first batch excluded).",
+        "",
+        "| baseline → STTS | clips/step | baseline s/step | STTS s/step | speed-up | baseline MiB | STTS MiB "
+        "| data wait (baseline / STTS) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['baseline']} → {r['stts']} | {r['clips']} | {r['baseline_s']:.3f} | {r['stts_s']:.3f} | "
+            f"{r['speedup']:.2f}x | {mib(r['baseline_peak_mib'])} | {mib(r['stts_peak_mib'])} | "
+            f"{share(r['baseline_data_wait'])} / {share(r['stts_data_wait'])} |"
+        )
+    lines += ["", *[f"- {n}" for n in notes]]
+    used, cores = torch.get_num_threads(), os.cpu_count() or 1
+    if not args.quick and used < cores:
+        lines.append(f"- torch ran {used} of {cores} cores' threads (`--threads {used}`). With torch's default "
+                     f"{cores} threads and another job busy on the machine, OpenMP threads wait on the busy "
+                     "core: every debug-model step took 3-4 s, 25-65x its single-thread time in a side check "
+                     "(MViT-B: ~30 s), so ratios measured that way say nothing.")  # fmt: skip
+    if not args.quick:
+        lines.append("- The CPU was shared with other engineers' jobs during this run: absolute times move "
+                     "between runs; ratios within one run (interleaved) are what count.")  # fmt: skip
+    md = "\n".join(lines).rstrip()
+    path = write_result("train", info, results, md, args.out)
+    print(md)
+    print(f"\nwritten: {path}")
+
+
+if __name__ == "__main__":
+    main()
