@@ -6,6 +6,11 @@ window of frames (``informative_frames`` long, at a random position per video) a
 shape painted in a fully saturated colour that travels in a straight line across the cell. The class is
 ``shape x direction`` ("circle moving left"); nothing else in the clip depends on it.
 
+``cue="color"`` makes the event's hue the class instead (class i has hue i / num_classes; shape and
+direction are drawn at random): recognising the class is then easy once the event is seen, so what a
+small model achieves depends on *finding* the informative frames and cell — the variant the CPU demo
+uses, where a debug-size model trains in minutes (with ``shape_motion`` it needs far longer).
+
 Why this exercises STTS:
 
 * Temporal selection. The class exists only in the informative frames, and a single one of them is not
@@ -54,6 +59,13 @@ SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1}
 _PURPOSE_PLAN = 0
 _PURPOSE_RENDER = 1
 
+CUES = ("shape_motion", "color")
+# cue "color": hue names at 30° steps; class i takes the name nearest to its hue i / num_classes
+COLOR_NAMES = (
+    "red", "orange", "yellow", "chartreuse", "green", "spring green",
+    "cyan", "azure", "blue", "violet", "magenta", "rose",
+)  # fmt: skip
+
 DISTRACTOR_MAX_SATURATION = 30
 EVENT_SATURATION = 255
 # Free-roaming distractors on top of one cell-bound distractor per grid cell.
@@ -73,6 +85,8 @@ class SyntheticConfig:
     seed: int = 0
     informative_frames: int = 8
     grid: int = 2
+    cue: str = "shape_motion"  # what decides the class: "shape_motion" or "color" (the event's hue)
+    object_size: float = 0.14  # radius of the event (and distractors) as a fraction of a grid cell's side
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -94,6 +108,13 @@ class SyntheticConfig:
         need(self.fps > 0, f"fps must be > 0, got {self.fps}")
         need(self.codec in CODECS, f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         need(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        need(0.05 <= self.object_size <= 0.3, f"object_size must be in [0.05, 0.3], got {self.object_size}")
+        need(self.cue in CUES, f"cue must be one of {', '.join(CUES)}, got {self.cue!r}")
+        if self.cue == "color":
+            need(
+                self.num_classes <= len(COLOR_NAMES),
+                f"cue 'color' has at most {len(COLOR_NAMES)} classes, got {self.num_classes}",
+            )
         need(
             2 <= self.informative_frames <= self.frames,
             f"informative_frames must be in [2, frames={self.frames}], got {self.informative_frames}",
@@ -115,6 +136,15 @@ class SyntheticSample:
     label: int
 
 
+def _hue(cfg: SyntheticConfig, label: int) -> float:
+    """cue "color": class i has hue i / num_classes (evenly spaced around the colour wheel)."""
+    return label / cfg.num_classes
+
+
+def _color_name(cfg: SyntheticConfig, label: int) -> str:
+    return COLOR_NAMES[round(_hue(cfg, label) * len(COLOR_NAMES)) % len(COLOR_NAMES)]
+
+
 def _combos(cfg: SyntheticConfig) -> list[tuple[str, str]]:
     """(shape, direction) per class id: the first num_classes combos, ordered by their names."""
     return sorted(_COMBOS[: cfg.num_classes], key=lambda c: _name(*c))
@@ -125,6 +155,8 @@ def _name(shape: str, direction: str) -> str:
 
 
 def class_names(cfg: SyntheticConfig) -> list[str]:
+    if cfg.cue == "color":
+        return [f"{_color_name(cfg, i)} object" for i in range(cfg.num_classes)]
     return [_name(*c) for c in _combos(cfg)]
 
 
@@ -222,7 +254,7 @@ def render(cfg: SyntheticConfig, sample: SyntheticSample) -> tuple[np.ndarray, d
     """Frames (T, size, size, 3) uint8 RGB and the JSON-serialisable ground truth of `sample`."""
     if not 0 <= sample.label < cfg.num_classes:
         raise ValueError(f"label {sample.label} out of range for {cfg.num_classes} classes")
-    shape, direction = _combos(cfg)[sample.label]
+    shape, direction = _combos(cfg)[sample.label] if cfg.cue == "shape_motion" else ("", "")
     rng = _rng(cfg, _PURPOSE_RENDER, sample.split, sample.index)
     # Every draw below happens in a fixed order and count whatever the label, so that the label changes
     # nothing but the event's own pixels.
@@ -231,7 +263,7 @@ def render(cfg: SyntheticConfig, sample: SyntheticSample) -> tuple[np.ndarray, d
     row, col = (int(v) for v in rng.integers(0, cfg.grid, size=2))
     x0, y0, x1, y1 = _cell_box(cfg, row, col)
     cell = min(x1 - x0, y1 - y0)
-    r = max(2.0, 0.14 * cell)
+    r = max(2.0, cfg.object_size * cell)
     # Centres in [lo, hi] keep every pixel of the shape (|d| <= r) at least one pixel inside the cell.
     lo_x, hi_x, lo_y, hi_y = x0 + r + 1, x1 - 2 - r, y0 + r + 1, y1 - 2 - r
     travel = min(0.5 * cell, hi_x - lo_x, hi_y - lo_y)
@@ -257,7 +289,12 @@ def render(cfg: SyntheticConfig, sample: SyntheticSample) -> tuple[np.ndarray, d
         cy = _bounce(dlo_y + u[1] * (dhi_y - dlo_y), d_speed * np.sin(angle), t, dlo_y, dhi_y)
         frames[_shape_masks(d_shape, cx, cy, d_r, S)] = _grey_color(rng)
 
-    color = _saturated_color(float(rng.random()))
+    hue = float(rng.random())
+    if cfg.cue == "color":  # the hue is the class; shape and direction are drawn, in the same order
+        hue = _hue(cfg, sample.label)
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        direction = tuple(DIRECTIONS)[int(rng.integers(len(DIRECTIONS)))]
+    color = _saturated_color(hue)
     u_along, u_across = rng.random(2)
     dx, dy = DIRECTIONS[direction]
     j = np.arange(n, dtype=np.float64)
@@ -278,7 +315,8 @@ def render(cfg: SyntheticConfig, sample: SyntheticSample) -> tuple[np.ndarray, d
         "split": sample.split,
         "index": int(sample.index),
         "label": int(sample.label),
-        "label_name": _name(shape, direction),
+        "label_name": class_names(cfg)[sample.label],
+        "cue": cfg.cue,
         "shape": shape,
         "direction": direction,
         "informative_frames": [start, start + n],

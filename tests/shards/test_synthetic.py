@@ -276,3 +276,48 @@ def test_generate_file_decodes_and_is_byte_identical(tmp_path, codec):
         y, x = np.unravel_index(np.argmax(sat[t]), sat[t].shape)
         assert x0 <= x < x1 and y0 <= y < y1
         assert sat[t].max() > 160
+
+
+COLOR = dataclasses.replace(SMALL, num_classes=4, cue="color", object_size=0.3)
+
+
+def test_color_cue_class_names_and_hues():
+    assert class_names(COLOR) == ["red object", "chartreuse object", "cyan object", "violet object"]
+    assert len(set(class_names(dataclasses.replace(COLOR, num_classes=12)))) == 12
+    for sample in some_samples(COLOR):
+        frames, truth = render(COLOR, sample)
+        expected = {0: [255, 0, 0], 2: [0, 255, 255]}.get(sample.label)
+        if expected is not None:
+            assert truth["color"] == expected
+        assert truth["cue"] == "color" and truth["label_name"] == class_names(COLOR)[sample.label]
+        assert truth["shape"] in ("square", "circle", "triangle", "cross")
+
+
+@pytest.mark.parametrize("cfg", [COLOR])
+def test_color_cue_only_in_region_and_informative_frames(cfg):
+    test_cue_only_in_region_and_informative_frames(cfg)
+
+
+def test_color_cue_label_changes_only_event_pixels():
+    for sample in some_samples(COLOR, 4):
+        base, truth = render(COLOR, sample)
+        start, end = truth["informative_frames"]
+        for label in range(COLOR.num_classes):
+            frames, other = render(COLOR, dataclasses.replace(sample, label=label))
+            changed = (frames != base).any(axis=-1)
+            assert not changed[:start].any() and not changed[end:].any()
+            assert (other["shape"], other["direction"]) == (truth["shape"], truth["direction"])
+
+
+def test_object_size_scales_the_event_and_defaults_are_unchanged():
+    small, _ = render(SMALL, plan(SMALL, "train")[0])
+    again, _ = render(dataclasses.replace(SMALL, object_size=0.14), plan(SMALL, "train")[0])
+    assert np.array_equal(small, again)  # 0.14 is the default: old datasets render as before
+    big_cfg = dataclasses.replace(SMALL, object_size=0.3)
+    _, t_small = render(SMALL, plan(SMALL, "train")[0])
+    _, t_big = render(big_cfg, plan(big_cfg, "train")[0])
+    area = [(b[2] - b[0]) * (b[3] - b[1]) for b in (t_small["object_boxes"][0], t_big["object_boxes"][0])]
+    assert area[1] > 3 * area[0]
+    for bad in ({"cue": "sound"}, {"object_size": 0.5}, {"cue": "color", "num_classes": 13}):
+        with pytest.raises(ValueError):
+            dataclasses.replace(SMALL, **bad)
