@@ -125,6 +125,16 @@ def shard(
     val_videos_per_class: Annotated[int | None, typer.Option(help="synthetic: val videos per class.")] = None,
     frames: Annotated[int | None, typer.Option(help="synthetic: frames per video.")] = None,
     size: Annotated[int | None, typer.Option(help="synthetic: frame width and height in pixels.")] = None,
+    informative_frames: Annotated[
+        int | None, typer.Option(help="synthetic: frames that show the event (the class).")
+    ] = None,
+    grid: Annotated[
+        int | None, typer.Option(help="synthetic: the event stays in one cell of a GRIDxGRID split.")
+    ] = None,
+    cue: Annotated[str | None, typer.Option(help="synthetic: the class is shape_motion or color.")] = None,
+    object_size: Annotated[
+        float | None, typer.Option(help="synthetic: object radius as a fraction of a grid cell (0.14).")
+    ] = None,
 ) -> None:
     """Turn a dataset into WebDataset shards: probe every video, reject the broken ones with a reason."""
     from dataclasses import replace
@@ -147,13 +157,18 @@ def shard(
             "val_per_class": val_videos_per_class,
             "frames": frames,
             "size": size,
+            "informative_frames": informative_frames,
+            "grid": grid,
+            "cue": cue,
+            "object_size": object_size,
             "codec": codec if not reencode else None,
         }
         if src == "synthetic":
             synth = replace(synth, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
         elif any(v is not None for k, v in overrides.items() if k != "codec") or (codec and not reencode):
-            fail("--num-classes, --videos-per-class, --frames, --size and --codec without --reencode "
-                 "are options of --src synthetic")  # fmt: skip
+            fail("--num-classes, --videos-per-class, --frames, --size, --informative-frames, --grid, --cue, "
+                 "--object-size and "
+                 "--codec without --reencode are options of --src synthetic")  # fmt: skip
         cfg = ShardConfig(
             src=src,
             out=str(out),
@@ -262,6 +277,7 @@ def flops(
 
 
 from cli import bench as _bench  # noqa: E402, F401 - registers `stts bench`
+from cli import demo as _demo  # noqa: E402, F401 - registers `stts demo`
 from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`
 from cli import predict, viz  # noqa: E402, F401 - importing a command module registers its command
 from cli import train as _train  # noqa: E402, F401 - registers `stts train`

@@ -421,3 +421,31 @@ def test_synthetic_dataset_through_the_stts_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "already complete" in proc.stdout
     assert tree_digest(out) == before
+
+
+def test_synthetic_colour_cue_options(tmp_path):
+    out = tmp_path / "syn"
+    args = ["shard", "--src", "synthetic", "--out", str(out), "--videos-per-class", "1", "--val-videos-per-class",
+            "1", "--num-classes", "2", "--frames", "16", "--size", "64", "--cue", "color", "--informative-frames",
+            "6", "--grid", "1", "--object-size", "0.3"]  # fmt: skip
+    proc = subprocess.run([str(STTS), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "classes.txt").read_text().splitlines() == ["red object", "cyan object"]
+    options = json.loads((out / "manifest.json").read_text())["splits"]["val"]["options"]["synthetic"]
+    assert (options["cue"], options["grid"], options["informative_frames"], options["object_size"]) == (
+        "color",
+        1,
+        6,
+        0.3,
+    )
+    for members in shard_samples(out, "val").values():
+        meta = json.loads(members["json"])
+        start, end = meta["informative_frames"]
+        assert end - start == 6 and meta["region"] == [0, 0, 64, 64] and meta["cue"] == "color"
+    bad = subprocess.run(
+        [str(STTS), *args[:4], str(tmp_path / "bad"), "--cue", "sound"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "cue must be one of" in bad.stderr and "Traceback" not in bad.stderr
