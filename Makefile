@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: install test test-all lint format bench demo clean eval
+.PHONY: install test lint format bench demo eval clean
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/stts bench
 
 demo: install
-	$(BIN)/stts shard --src synthetic --out $(DEMO_OUT)/shards --overwrite
+	$(BIN)/stts demo --out $(DEMO_OUT)
 
 EVAL_CKPT ?= $(DEMO_OUT)/runs/stts/model.pt
 EVAL_DATA ?= $(DEMO_OUT)/shards
