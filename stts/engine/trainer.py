@@ -448,6 +448,7 @@ class Trainer:
         for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
             next(batches)
         window_start = time.perf_counter()
+        window_steps = st.optimizer_steps
         wait = compute = 0.0
         clips = 0
         losses: list[float] = []
@@ -507,6 +508,7 @@ class Trainer:
                     "sigma": sigma,
                     "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                     "clips_per_s": clips / elapsed if elapsed > 0 else None,
+                    "steps_per_s": (st.optimizer_steps - window_steps) / elapsed if elapsed > 0 else None,
                     "data_wait": wait / (wait + compute) if wait + compute > 0 else 0.0,
                 }
                 self._log(record)
@@ -522,6 +524,7 @@ class Trainer:
                     step=st.iteration,
                 )
                 window_start, wait, compute, clips, losses = time.perf_counter(), 0.0, 0.0, 0, []
+                window_steps = st.optimizer_steps
             if stepped and cfg.max_steps is not None and st.optimizer_steps >= cfg.max_steps:
                 self._save(accelerator, model, reason="max_steps")
                 return "max_steps"
@@ -598,7 +601,7 @@ class _Display:
 
     def rates(self, record: dict) -> None:
         cps = record.get("clips_per_s") or 0.0
-        self.rate = f"{cps:.1f} clips/s, data wait {record['data_wait']:.0%}"
+        self.rate = f"{record.get('steps_per_s') or 0.0:.2f} step/s, {cps:.1f} clips/s, data wait {record['data_wait']:.0%}"
 
     def update(self, st: TrainState, *, loss: float, sigma: float, lrs) -> None:
         lr = max(g["lr"] for g in lrs)

@@ -228,3 +228,11 @@ def test_deepspeed_zero2_two_cpu_processes(shards, tmp_path):
     _check_ranks(out, samples=12)
     model, _ = model_from_checkpoint(out / "model.pt")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_autocast_on_cpu(shards, tmp_path):
+    cfg = _nan_config(shards, tmp_path / "run", mixed_precision="bf16", max_steps=2)
+    result = Trainer(cfg, progress=False).fit()
+    assert result.stopped == "max_steps" and result.state.optimizer_steps == 2
+    weights_after = weights(tmp_path / "run" / "model.pt")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights_after.values())
