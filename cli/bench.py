@@ -135,8 +135,10 @@ def bench(
         int | None, typer.Option(help="torch threads for the model benchmarks (default: torch's).")
     ] = None,
 ) -> None:
-    """Run the benchmarks (sharding, loader, inference, training step) and write a dated summary naming the
-    machine, beside each benchmark's own dated result file."""
+    """Run the benchmarks (sharding, loader, inference, training step) with dated results.
+
+    Each benchmark writes its own dated result file; a summary naming the machine and the commit goes beside
+    them."""
     from rich.table import Table
 
     selected = parse_only(only)

@@ -117,8 +117,10 @@ def train(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar (log lines only).")] = False,
 ) -> None:
-    """Train an STTS model with the official recipe of its backbone (spec §6). Runs as is on one process;
-    under `accelerate launch` on many GPUs or nodes (every process reads its own shards)."""
+    """Train an STTS model with the official recipe of its backbone (spec §6).
+
+    Runs as is on one process, and under `accelerate launch` on many GPUs or nodes (every process reads its
+    own shards)."""
     from stts.engine import TrainError
     from stts.engine import train as run_training
 

@@ -43,8 +43,10 @@ def viz(
     crop: Annotated[int | None, typer.Option(help="Spatial crop of the grid (default: the centre).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
 ) -> None:
-    """Draw one view (default: the centre clip, centre crop) with what STTS kept: dropped frames dimmed,
-    kept windows outlined, selector scores, ground truth for synthetic shard samples."""
+    """Draw what STTS kept in one view of a video or shard sample, as a PNG.
+
+    Default view: the centre clip, centre crop. Dropped frames dimmed, kept windows outlined, selector
+    scores under the frames, ground truth for synthetic shard samples."""
     import torch
 
     from pipelines.sampling import eval_resize_size
