@@ -62,6 +62,21 @@ def parse_size(text: str) -> int:
     return int(float(m[1]) * base**power)
 
 
+_VIEWS = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_views(text: str | None) -> tuple[int, int] | None:
+    """'10x1' → (10, 1): temporal clips × spatial crops (eval, predict, viz)."""
+    if text is None:
+        return None
+    m = _VIEWS.match(text)
+    if not m or int(m[1]) < 1 or int(m[2]) not in (1, 3):
+        raise ValueError(
+            f"--views {text!r}: write CLIPSxCROPS with CLIPS >= 1 and CROPS 1 or 3, e.g. 10x1 or 4x3"
+        )
+    return int(m[1]), int(m[2])
+
+
 @app.command()
 def shard(
     src: Annotated[

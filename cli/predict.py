@@ -9,27 +9,12 @@ reported probabilities are that score divided by its total, i.e. the mean of the
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cli.main import app, console, err_console, fail
-
-VIEWS_FORMAT = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
-
-
-def parse_views(text: str | None) -> tuple[int, int] | None:
-    """'5x1' → (5, 1): temporal clips × spatial crops."""
-    if text is None:
-        return None
-    m = VIEWS_FORMAT.match(text)
-    if not m or int(m[1]) < 1 or int(m[2]) not in (1, 3):
-        raise ValueError(
-            f"--views {text!r}: write CLIPSxCROPS with CLIPS >= 1 and CROPS 1 or 3, e.g. 5x1 or 4x3"
-        )
-    return int(m[1]), int(m[2])
+from cli.main import app, console, err_console, fail, parse_views
 
 
 def read_classes(path: Path) -> list[str]:
