@@ -171,6 +171,14 @@ class Trainer:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
         cfg = self.cfg
+        if not torch.distributed.is_initialized():
+            # Accelerate keeps process-wide singletons: a second run in the same process (the demo, tests,
+            # a notebook) with another precision would be refused. A run is a whole new training, so start
+            # from a clean state (private API of the pinned accelerate 1.15; multi-process runs keep theirs).
+            from accelerate.state import AcceleratorState, GradientState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
         kwargs: dict[str, Any] = {
             "gradient_accumulation_steps": cfg.grad_accum,
             "project_config": ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out)),
