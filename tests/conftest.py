@@ -234,3 +234,26 @@ def shard_samples(out: str | Path, split: str) -> dict[str, dict[str, bytes]]:
             assert key not in samples, f"{key} is in two shards"
             samples[key] = members
     return samples
+
+
+def synthetic_shards(
+    out: str | Path, *, frames: int, codec: str = "vp9"
+) -> tuple[list[str], list[str], dict[str, dict[str, bytes]]]:
+    """Tiny synthetic shards (2 classes, 2 train + 2 val videos each, 64x64): tars, their .idx files, and
+    per key the members' bytes."""
+    import json
+
+    from shards.build import ShardConfig, build_shards
+    from shards.synthetic import SyntheticConfig
+
+    out = Path(out)
+    synthetic = SyntheticConfig(
+        num_classes=2, train_per_class=2, val_per_class=2, frames=frames, size=64, codec=codec
+    )
+    build_shards(ShardConfig(src="synthetic", out=str(out), workers=2, synthetic=synthetic))
+    manifest = json.loads((out / "manifest.json").read_text())
+    tars = [str(out / s["name"]) for split in manifest["splits"].values() for s in split["shards"]]
+    samples: dict[str, dict[str, bytes]] = {}
+    for t in tars:
+        samples.update(tar_samples(t))
+    return tars, [t[: -len(".tar")] + ".idx" for t in tars], samples

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 import zlib
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from conftest import synthetic_shards
 
 from pipelines.dali_decode import (
     ClipPipeline,
@@ -24,8 +24,6 @@ from pipelines.dali_decode import (
     shard_samples,
 )
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
-from shards.build import ShardConfig, build_shards
-from shards.synthetic import SyntheticConfig
 
 pytest.importorskip("nvidia.dali")
 
@@ -35,18 +33,7 @@ FRAMES = 40
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[list[str], list[str], dict[str, dict]]:
     """Synthetic VP9 shards (8 samples over train and val, 40 frames of 64x64); per key: label and bytes."""
-    out = tmp_path_factory.mktemp("dali_decode") / "shards"
-    synthetic = SyntheticConfig(num_classes=2, train_per_class=2, val_per_class=2, frames=FRAMES, size=64)
-    build_shards(ShardConfig(src="synthetic", out=str(out), workers=2, synthetic=synthetic))
-    manifest = json.loads((out / "manifest.json").read_text())
-    tars = [str(out / s["name"]) for split in manifest["splits"].values() for s in split["shards"]]
-    samples: dict[str, dict] = {}
-    for t in tars:
-        with tarfile.open(t) as tf:
-            for m in tf.getmembers():
-                key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return tars, [t[: -len(".tar")] + ".idx" for t in tars], samples
+    return synthetic_shards(tmp_path_factory.mktemp("dali_decode") / "shards", frames=FRAMES)
 
 
 def pyav_frames(data: bytes) -> np.ndarray:

@@ -8,7 +8,6 @@ import io
 import json
 import math
 import pickle
-import tarfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import synthetic_shards
 
 from pipelines.dali_decode import SampleMeta, clip_pipeline, key_of
 from pipelines.pyav_feed import (
@@ -29,8 +29,6 @@ from pipelines.pyav_feed import (
     read_member,
 )
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
-from shards.build import ShardConfig, build_shards
-from shards.synthetic import SyntheticConfig
 
 FRAMES = 32
 needs_dali = pytest.mark.skipif(
@@ -40,19 +38,7 @@ needs_dali = pytest.mark.skipif(
 
 
 def make_shards(out: Path, codec: str) -> tuple[list[str], list[str], dict[str, dict]]:
-    synthetic = SyntheticConfig(
-        num_classes=2, train_per_class=2, val_per_class=2, frames=FRAMES, size=64, codec=codec
-    )
-    build_shards(ShardConfig(src="synthetic", out=str(out), workers=2, synthetic=synthetic))
-    manifest = json.loads((out / "manifest.json").read_text())
-    tars = [str(out / s["name"]) for split in manifest["splits"].values() for s in split["shards"]]
-    samples: dict[str, dict] = {}
-    for t in tars:
-        with tarfile.open(t) as tf:
-            for m in tf.getmembers():
-                key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return tars, [t[: -len(".tar")] + ".idx" for t in tars], samples
+    return synthetic_shards(out, frames=FRAMES, codec=codec)
 
 
 @pytest.fixture(scope="module")
