@@ -34,3 +34,16 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def init_linear_and_norm(module: nn.Module) -> None:
+    """The official init of both families' transformer layers: every Linear trunc-normal(0.02) with zero
+    bias, every LayerNorm weight 1 / bias 0, over ``module`` and its children (selectors included)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

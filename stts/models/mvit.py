@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stts.layers import DropPath, Mlp
+from stts.layers import DropPath, Mlp, init_linear_and_norm
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -372,15 +372,7 @@ class MViT(nn.Module):
     def _init_weights(self) -> None:
         for p in (self.cls_token, self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
             nn.init.trunc_normal_(p, std=0.02)
-        # the whole model, selectors included; convs keep PyTorch's default init
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self)  # the whole model, selectors included; convs keep PyTorch's default init
 
     def selectors(self) -> Iterator[nn.Module]:
         """The selector modules (temporal first), e.g. for the trainer to set `sigma` on each."""

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stts.layers import DropPath, Mlp
+from stts.layers import DropPath, Mlp, init_linear_and_norm
 from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
 
 Triple = tuple[int, int, int]
@@ -457,14 +457,7 @@ class VideoSwin(nn.Module):
         """Official init: Linear trunc-normal(0.02) / bias 0 and LayerNorm 1 / 0 over the backbone,
         selectors included; the bias tables keep their trunc-normal(0.02) from construction, the patch
         Conv3d its PyTorch default; the classifier normal(0.01) / 0."""
-        for m in self.backbone.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self.backbone)
         nn.init.normal_(self.cls_head.fc_cls.weight, std=self.cfg.head_init_std)
         nn.init.zeros_(self.cls_head.fc_cls.bias)
 
