@@ -273,3 +273,29 @@ def test_repeated_augmentation_gives_num_sample_clips_per_video(vp9, decoder):
     assert all(torch.equal(a.video, b.video) for a, b in zip(batches, again, strict=True))
     with pytest.raises(ValueError, match="num_sample"):
         build_loader(vp9, "train", MVIT, batch_size=2, num_sample=0)
+
+
+def test_host_buffers_reused_only_when_free(vp9):
+    """Batch memory comes back into use once the consumer has let go of a batch, never while any tensor
+    or view of it lives: held batches keep their values while later batches are made."""
+    loader = build_loader(vp9, "train", MVIT, batch_size=2, seed=3)
+    held, copies = [], []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        for i, b in enumerate(loader):
+            if i == 0:  # hold the first batch of each epoch (a view of it, even), drop the others
+                held.append(b.video[:1])
+                copies.append(b.video[:1].clone())
+    assert loader._host.reused > 0
+    for h, c in zip(held, copies, strict=True):
+        assert torch.equal(h, c)
+    pool = loader._host
+    a = pool.empty((3, 4), "float32")
+    address = a.ctypes.data
+    t = torch.from_numpy(a)[1:]  # a live view keeps the buffer out of the pool
+    del a
+    b = pool.empty((3, 4), "float32")
+    assert b.ctypes.data != address
+    del b
+    del t
+    assert pool.empty((3, 4), "float32").ctypes.data == address
