@@ -187,6 +187,35 @@ def _runs(wanted: list[int], keyframe_before: list[int]) -> list[list[int]]:
     return runs
 
 
+def _demux_table(container, stream, need: int) -> list[tuple[int | None, bool]]:
+    """``(pts, keyframe)`` of the video packets in decode order, read until the ``need`` frames of
+    smallest timestamp are known for certain: once a packet's ``dts`` exceeds the ``need``-th smallest
+    ``pts`` seen, no later packet can come before it (decode timestamps never decrease and no frame is
+    shown before it is decoded). Without usable ``dts`` (absent, decreasing, or after ``pts``) every
+    packet is read. A clip in the middle of a video then demuxes half of it."""
+    packets: list[tuple[int | None, bool]] = []
+    early = True
+    last_dts = None
+    check_at = need
+    for p in container.demux(stream):
+        if not p.size or p.is_discard:
+            continue
+        pts = p.pts
+        packets.append((pts, p.is_keyframe))
+        if not early:
+            continue
+        dts = p.dts
+        if pts is None or dts is None or dts > pts or (last_dts is not None and dts < last_dts):
+            early = False
+            continue
+        last_dts = dts
+        if len(packets) >= check_at:
+            if dts > sorted(q for q, _ in packets)[need - 1]:
+                break
+            check_at = len(packets) + 8  # sort again a few packets later
+    return packets
+
+
 def decode_frames(
     video_bytes: bytes, indices: Sequence[int] | np.ndarray, *, pad_mode: str = "edge", threads: int = 0
 ) -> np.ndarray:
@@ -207,7 +236,7 @@ def decode_frames(
         stream = c.streams.video[0]
         if threads:
             stream.thread_count = threads
-        packets = [(p.pts, p.is_keyframe) for p in c.demux(stream) if p.size and not p.is_discard]
+        packets = _demux_table(c, stream, int(idx.max()) + 1)
         if not packets:
             raise ValueError("no video packets")
         if any(pts is None for pts, _ in packets):
