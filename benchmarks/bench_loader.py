@@ -16,7 +16,8 @@ normalisation; RandAugment and random erasing off, so that every loader does abo
 Shards: ``raw`` (the Kinetics-like corpus of bench_shard.py: H.264 480x360, 30 fps, 10 s, GOP 250, sharded
 with ``--probe fast``), ``reenc`` (``--reencode --codec vp9 --short-side 256 --gop 16``) and ``reenc7.5``
 (the same with ``--fps 7.5``, MViT 16x4's sampling rate), cached under .cache/bench/. Loaders are interleaved in rounds (the CPU is shared, so ratios within one run are what
-count); the first batches of every round (worker start, pipeline build) are excluded.
+count); the first ``--warmup`` batches of every pass (worker start, pipeline build, and the batches a
+loader prefetched meanwhile) are excluded.
 
     .venv/bin/python benchmarks/bench_loader.py [--quick] [--clips 192] [--rounds 2]
 """
@@ -227,9 +228,14 @@ def measure(make_iter, clips: int, warmup: int, per_pass: int) -> tuple[int, flo
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=48)
+    ap.add_argument("--videos", type=int, default=192)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--clips", type=int, default=192, help="measured clips per loader and shard kind")
+    ap.add_argument("--clips", type=int, default=320, help="measured clips per loader and shard kind")
+    ap.add_argument(
+        "--warmup", type=int, default=4,
+        help="batches of each pass not timed: at least the deepest prefetch queue (the peers' DataLoader: "
+        "2 workers x prefetch 2), so that no loader is timed on batches it made while the others waited",
+    )  # fmt: skip
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (clips split across them)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default="raw,reenc,reenc7.5", help="shard kinds to measure")
     args = ap.parse_args(argv)
     if args.quick:
-        args.videos, args.seconds, args.clips, args.rounds, args.batch_size = 8, 4.0, 8, 1, 4
+        args.videos, args.seconds, args.clips, args.rounds, args.batch_size, args.warmup = 8, 4.0, 8, 1, 4, 1
 
     import torch
 
@@ -274,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not applies(name, kind):
                     continue
                 n, s = measure(
-                    lambda e, m=make, p=path, r=r: m(p, 100 * r + e), per_round, 1, args.videos // B
+                    lambda e, m=make, p=path, r=r: m(p, 100 * r + e), per_round, args.warmup, args.videos // B
                 )
                 print(f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s")
                 t = totals.setdefault((name, kind), [0, 0.0])
@@ -297,8 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.videos} videos of {args.seconds:g} s; clip {results['clip']}; batches of {B}; {W} workers "
         f"(DALI threads + PyAV processes for ours, DataLoader workers for the peers); {args.rounds} interleaved "
         "rounds; every pass (epoch) builds its pipeline / starts its workers afresh, not timed (nor its "
-        "first batch). The CPU was shared with other engineers' test runs: "
-        "compare within this run only.",
+        f"first {args.warmup} batches, so that prefetched batches do not count). Loaders take turns on the "
+        "same machine: compare within this run only.",
         "",
         "raw: H.264 480x360 30 fps, GOP 250 (x264 ultrafast), `--probe fast`; reenc: `--reencode --codec vp9 "
         "--short-side 256 --gop 16`; reenc7.5: the same with `--fps 7.5` (MViT 16x4's sampling rate). Ours: MViT recipe minus RandAugment and random erasing (random "

@@ -131,7 +131,6 @@ def test_decode_frames_equals_full_decode_indexed(shards):
         decode_frames(data, [1, -1])
 
 
-
 def test_demux_stops_once_the_first_frames_are_certain(shards):
     """The packet table is read only until the ``need`` earliest frames are known for certain (H.264 with
     B-frames reorders: decode order is not presentation order), and those are the full table's."""
@@ -147,6 +146,7 @@ def test_demux_stops_once_the_first_frames_are_certain(shards):
                 part = _demux_table(c, c.streams.video[0], need)
             assert need <= len(part) < FRAMES
             assert sorted(part)[:need] == sorted(full)[:need]
+
 
 @needs_dali
 def test_h264_clips_through_the_pipeline(h264):
