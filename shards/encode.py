@@ -35,8 +35,10 @@ def _encoder_options(codec: str, gop: int, crf: int | None) -> dict[str, str]:
             "preset": "veryfast",
             "crf": str(23 if crf is None else crf),
             # A fixed GOP: every `gop` frames a keyframe, none in between, so random access costs at
-            # most gop-1 extra decoded frames.
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            # most gop-1 extra decoded frames. Three B-frames between references, never referenced
+            # themselves (no B-pyramid): a loader skips the ones a clip does not show (decoding only
+            # the reference chain and its own frames: pipelines.pyav_feed.decode_frames).
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none",
             "threads": "1",
         }
     if codec == "vp9":
@@ -109,6 +111,9 @@ class VideoEncoder:
         frame.pts = self.frames
         # pts counts frames in the codec's time base; a decoded frame still carries its source's
         frame.time_base = self._time_base
+        # ... and its source's picture type, which the encoder would obey (libx264 forces I/P/B from it):
+        # the GOP structure must be ours, not the source's
+        frame.pict_type = av.video.frame.PictureType.NONE
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
