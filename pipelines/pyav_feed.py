@@ -187,6 +187,30 @@ def _runs(wanted: list[int], keyframe_before: list[int]) -> list[list[int]]:
     return runs
 
 
+def _nonreference_probe(stream):
+    """``probe(packet bytes) -> bool``: whether a packet is a picture no other picture references (its
+    decoding can be left out when it is not wanted), for H.264 in length-prefixed form (MP4, MKV: ``avcC``
+    extradata); None for other codecs and forms (nothing is left out). A picture's slices share their
+    ``nal_ref_idc``, so the first slice NAL unit decides."""
+    ctx = stream.codec_context
+    extra = bytes(ctx.extradata or b"")
+    if ctx.name != "h264" or len(extra) < 7 or extra[0] != 1:
+        return None
+    size = (extra[4] & 3) + 1  # lengthSizeMinusOne + 1
+
+    def probe(data) -> bool:
+        i, n = 0, len(data)
+        while i + size < n:
+            length = int.from_bytes(data[i : i + size], "big")
+            header = data[i + size]
+            if header & 0x1F in (1, 5):  # a coded slice (non-IDR, IDR)
+                return header >> 5 == 0  # nal_ref_idc (forbidden_zero_bit is 0)
+            i += size + length
+        return False
+
+    return probe
+
+
 def _demux_table(container, stream, need: int) -> list[tuple[int | None, bool]]:
     """``(pts, keyframe)`` of the video packets in decode order, read until the ``need`` frames of
     smallest timestamp are known for certain: once a packet's ``dts`` exceeds the ``need``-th smallest
@@ -217,15 +241,23 @@ def _demux_table(container, stream, need: int) -> list[tuple[int | None, bool]]:
 
 
 def decode_frames(
-    video_bytes: bytes, indices: Sequence[int] | np.ndarray, *, pad_mode: str = "edge", threads: int = 0
+    video_bytes: bytes,
+    indices: Sequence[int] | np.ndarray,
+    *,
+    pad_mode: str = "edge",
+    threads: int = 0,
+    stats: dict | None = None,
 ) -> np.ndarray:
     """Frames ``indices`` (0-based, presentation order) of a video held in memory, uint8 ``(T, H, W, 3)`` RGB.
 
     Any order, repeats allowed; returned in the order asked. Indices past the last frame repeat it with
     ``pad_mode="edge"`` (DALI's ``pad_mode`` too) and raise ``IndexError`` with ``"none"``. Equal to
     decoding the whole video with PyAV and indexing: frame ``i`` is the packet with the ``i``-th smallest
-    timestamp, and only runs starting at a keyframe are decoded. ``threads``: FFmpeg's decoder threads
-    (0: its own choice; 1 where processes are the parallelism, as in the loader's workers).
+    timestamp, and only runs starting at a keyframe are decoded, and of those only the pictures that are
+    asked for or referenced: an H.264 picture no other picture references (``nal_ref_idc`` 0, e.g. the
+    B-frames of ``stts shard --reencode``) is not decoded unless asked for. ``threads``: FFmpeg's decoder
+    threads (0: its own choice; 1 where processes are the parallelism, as in the loader's workers).
+    ``stats``: if given, ``"decoded"`` and ``"skipped"`` packets are added to it.
     """
     import av
 
@@ -256,26 +288,44 @@ def decode_frames(
                 keyframe_before.append(k)
             index_of = {p: i for i, p in enumerate(pts)}
             got: dict[int, np.ndarray] = {}
+            droppable = _nonreference_probe(stream)
+            decoded = skipped = 0
             for run in _runs(wanted, keyframe_before):
                 c.seek(pts[keyframe_before[run[0]]], stream=stream, backward=True, any_frame=False)
                 position = -1  # the last frame decoded since the seek
                 todo = set(run)
-                for frame in c.decode(stream):
-                    i = index_of.get(frame.pts)
-                    if i is None:
-                        break
-                    if position < 0 and i > run[0]:
-                        break  # the seek landed past the run's first frame
-                    position = i
-                    if i in todo:
-                        got[i] = _rgb(frame)
-                        todo.discard(i)
-                    if i >= run[-1]:
+                done = False
+                for packet in c.demux(stream):
+                    if (
+                        droppable is not None
+                        and packet.size
+                        and index_of.get(packet.pts, -1) not in todo
+                        and droppable(memoryview(packet))
+                    ):  # no other picture needs it, nor do we
+                        skipped += 1
+                        continue
+                    decoded += 1
+                    for frame in packet.decode():
+                        i = index_of.get(frame.pts)
+                        if i is None or (position < 0 and i > run[0]):
+                            done = True  # a timestamp we cannot place, or the seek landed past the run
+                            break
+                        position = i
+                        if i in todo:
+                            got[i] = _rgb(frame)
+                            todo.discard(i)
+                        if i >= run[-1]:
+                            done = True
+                            break
+                    if done:
                         break
                 if todo:  # a timestamp we cannot place or a bad seek: decode from the start instead
                     got.update(_decode_sequential(video_bytes, todo, max(todo)))
                     if todo - got.keys():
                         raise RuntimeError(f"could not decode frames {sorted(todo - got.keys())}")
+            if stats is not None:
+                stats["decoded"] = stats.get("decoded", 0) + decoded
+                stats["skipped"] = stats.get("skipped", 0) + skipped
             return np.stack([got[i] for i in idx.tolist()])
     # no usable timestamps: decode the whole video, counting frames
     frames = _decode_all(video_bytes)
