@@ -60,6 +60,9 @@ def make_shards(root: Path, kind: str, workers: int) -> Path:
         "reenc": ReencodeSpec(short_side=256, gop=16, codec="vp9"),
         # stored at MViT 16x4's sampling rate (ARCHITECTURE: a clip then needs 4x fewer decoded frames)
         "reenc7.5": ReencodeSpec(short_side=256, gop=16, codec="vp9", fps=7.5),
+        # the default codec of --reencode (H.264 with unreferenced B-frames)
+        "reenc-h264": ReencodeSpec(short_side=256, gop=16, codec="h264"),
+        "reenc-h264-7.5": ReencodeSpec(short_side=256, gop=16, codec="h264", fps=7.5),
     }.get(kind)
     cfg = ShardConfig(
         src="kinetics400", root=str(root), split="train", out=str(out), probe="fast", workers=workers,
@@ -241,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 8 videos of 4 s, 16 clips, no file")
     ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
-    ap.add_argument("--kinds", default="raw,reenc,reenc7.5", help="shard kinds to measure")
+    ap.add_argument(
+        "--kinds", default="raw,reenc,reenc7.5,reenc-h264,reenc-h264-7.5", help="shard kinds to measure"
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.videos, args.seconds, args.clips, args.rounds, args.batch_size, args.warmup = 8, 4.0, 8, 1, 4, 1
@@ -270,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
         loaders["ours-dali-gpu"] = lambda s, e: ours_batches(s, "dali-gpu", B, W, e)
 
     def applies(name: str, kind: str) -> bool:
-        return not (name == "ours-dali-cpu" and kind == "raw")  # DALI's CPU decoder: VP9/MJPEG only
+        # DALI's CPU decoder reads VP9 and MJPEG only
+        return not (name == "ours-dali-cpu" and (kind == "raw" or "h264" in kind))
 
     totals: dict[tuple[str, str], list[float]] = {}
     per_round = math.ceil(args.clips / args.rounds)
