@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"- {k}: best ours {ours[1]} {ours[0]:.2f} clips/s vs best peer {peer[1]} "
                      f"{peer[0]:.2f} clips/s: **{ratio:.2f}x**")  # fmt: skip
     results["ours_vs_best_peer"] = verdicts
-    for k in [k for k in verdicts if k.startswith("reenc")]:
+    if args.quick:  # passes of 2 batches, 1 timed: the peers' prefetched batches dominate
+        lines += ["", "(--quick: a smoke run; passes are too short for the ratios to mean anything)"]
+    for k in [k for k in verdicts if k.startswith("reenc") and not args.quick]:
         x = verdicts[k]
         verdict = "met" if x >= 2 else f"missed ({x:.2f}x, {(1 - x / 2):.0%} short of 2x)"
         lines += ["", f"Goal: >= 2x the best peer on re-encoded shards on CPU ({k}): {verdict}."]
