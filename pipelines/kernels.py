@@ -28,7 +28,16 @@ import threading
 
 import numpy as np
 
-__all__ = ["GEOM_SIZE", "UNIFORMS", "geometry_op", "rrc_geometry", "resample_normalize", "resample_op"]
+__all__ = [
+    "GEOM_SIZE",
+    "UNIFORMS",
+    "geometry_op",
+    "paste",
+    "paste_op",
+    "resample_normalize",
+    "resample_op",
+    "rrc_geometry",
+]
 
 ATTEMPTS = 10  # pySlowFast / torchvision
 UNIFORMS = 2 * ATTEMPTS + 3  # (area, log aspect) per attempt, top, left, flip
@@ -159,7 +168,20 @@ def _resample_normalize(out, frames, geom, mul, add):
                     o[x] = (ra[x] + (rb[x] - ra[x]) * f) * m + k
 
 
+def _paste(out, video, noise, box):
+    """``out`` = ``video`` (C, T, H, W) with ``noise`` (C, T, h, w) pasted at ``box`` (top, left)."""
+    out[:] = video
+    top = box[0]
+    left = box[1]
+    h = noise.shape[2]
+    w = noise.shape[3]
+    for c in range(out.shape[0]):
+        for t in range(out.shape[1]):
+            out[c, t, top : top + h, left : left + w] = noise[c, t]
+
+
 _axis = _jit(_axis)
+paste = _jit(_paste)
 _hrow = _jit(_hrow)
 rrc_geometry = _jit(_rrc_geometry)
 resample_normalize = _jit(_resample_normalize)
@@ -242,5 +264,32 @@ def resample_op(size: int, mean: tuple[float, ...], std: tuple[float, ...]):
             _ops[key] = NumbaFunction(
                 run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=[types.UINT8, types.FLOAT],
                 outs_ndim=[4], ins_ndim=[4, 1],
+            )  # fmt: skip
+        return _ops[key]
+
+
+@_not_converted
+def paste_op():
+    """DALI operator ``(video float32 (C, T, H, W), noise float32 (C, T, h, w), box int64 [2]) → the video
+    with the noise in the box``: random erasing's fill on the CPU, where DALI's arithmetic took several
+    full-size passes and full-size noise (about 190 ms per erased 16x224² clip against a few ms)."""
+    key = ("paste",)
+    with _lock:
+        if key not in _ops:
+            _need_numba()
+            from nvidia.dali import types
+            from nvidia.dali.plugin.numba import NumbaFunction
+
+            def setup(outs, ins):
+                for i in range(len(outs[0])):
+                    for d in range(4):
+                        outs[0][i][d] = ins[0][i][d]
+
+            def run(out, video, noise, box):
+                paste(out, video, noise, box)
+
+            _ops[key] = NumbaFunction(
+                run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=[types.FLOAT, types.FLOAT, types.INT64],
+                outs_ndim=[4], ins_ndim=[4, 4, 1],
             )  # fmt: skip
         return _ops[key]

@@ -225,14 +225,15 @@ def test_train_flip_only() -> None:
     assert seen == {"same", "mirror"}
 
 
-def test_erasing_one_box_through_all_frames() -> None:
+@pytest.mark.parametrize("route", ["fused", "dali"])
+def test_erasing_one_box_through_all_frames(route) -> None:
     """Constant clip, erasing always on: the changed pixels form one rectangle, the same in every frame
-    and channel, filled with values that differ between frames."""
+    and channel, filled with values that differ between frames (both routes: CPU kernel, GPU graph)."""
     spec = small(MVIT_AUG, 40, 32, randaugment=None, erase_prob=1.0)
     clip = np.full((4, 48, 64, 3), 100, dtype=np.uint8)
     const = (100 - 114.75) / 57.375
     areas = []
-    for out in run(lambda f: train_transform(f, spec), [clip] * 6)[0]:
+    for out in run(lambda f: train_transform(f, spec, route), [clip] * 6)[0]:
         changed = np.abs(out - const) > 1e-5  # C,T,H,W
         mask = changed[0, 0]
         assert (changed == mask).all()
@@ -241,7 +242,13 @@ def test_erasing_one_box_through_all_frames() -> None:
         areas.append(mask.sum() / mask.size)
         assert not np.array_equal(out[:, 0][:, mask], out[:, 1][:, mask])
     assert all(0.01 < a < 0.45 for a in areas) and len(set(areas)) > 1
+    some = small(MVIT_AUG, 40, 32, randaugment=None, erase_prob=0.5)  # erased or untouched, both occur
+    erased = [
+        bool((np.abs(o - const) > 1e-5).any())
+        for o in run(lambda f: train_transform(f, some, route), [clip] * 16)[0]
+    ]
+    assert 0 < sum(erased) < 16
 
     none = small(MVIT_AUG, 40, 32, randaugment=None, erase_prob=0.0)
-    for out in run(lambda f: train_transform(f, none), [clip] * 2)[0]:
+    for out in run(lambda f: train_transform(f, none, route), [clip] * 2)[0]:
         np.testing.assert_allclose(out, const, atol=1e-5)
