@@ -207,65 +207,66 @@ def _need_numba() -> None:
         raise ImportError("numba is not installed: the CPU augmentation kernels need it (pip install numba)")
 
 
-@_not_converted
-def geometry_op(size: int, scale: tuple[float, float], ratio: tuple[float, float], flip_prob: float):
-    """DALI operator ``(shape int64 [4] of an FHWC clip, uniforms float32 [UNIFORMS]) → geom float32
-    [GEOM_SIZE]``: pySlowFast's random resized crop to ``size``² and a flip with ``flip_prob``."""
-    key = ("geometry", int(size), float(scale[0]), float(scale[1]), float(ratio[0]), float(ratio[1]),
-           float(flip_prob))  # fmt: skip
+def _numba_op(key: tuple, make):
+    """The DALI operator for ``key``, built once per process (compiling one costs seconds, using it in a
+    new pipeline nothing). ``make(types)`` returns ``(run, setup, in_types, ins_ndim, out_ndim)`` of an
+    operator with one float32 output."""
     with _lock:
         if key not in _ops:
             _need_numba()
             from nvidia.dali import types
             from nvidia.dali.plugin.numba import NumbaFunction
 
-            s, (a_lo, a_hi), (r_lo, r_hi), p = float(size), scale, ratio, float(flip_prob)
-            log_lo, log_hi = math.log(r_lo), math.log(r_hi)
-
-            def setup(outs, ins):
-                for i in range(len(outs[0])):
-                    outs[0][i][0] = GEOM_SIZE
-
-            def run(geom, shape, u):
-                rrc_geometry(shape[1], shape[2], u, s, a_lo, a_hi, log_lo, log_hi, r_lo, r_hi, p, geom)
-
+            run, setup, in_types, ins_ndim, out_ndim = make(types)
             _ops[key] = NumbaFunction(
-                run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=[types.INT64, types.FLOAT],
-                outs_ndim=[1], ins_ndim=[1, 1],
+                run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=in_types, outs_ndim=[out_ndim],
+                ins_ndim=ins_ndim,
             )  # fmt: skip
         return _ops[key]
+
+
+@_not_converted
+def geometry_op(size: int, scale: tuple[float, float], ratio: tuple[float, float], flip_prob: float):
+    """DALI operator ``(shape int64 [4] of an FHWC clip, uniforms float32 [UNIFORMS]) → geom float32
+    [GEOM_SIZE]``: pySlowFast's random resized crop to ``size``² and a flip with ``flip_prob``."""
+    s, (a_lo, a_hi), (r_lo, r_hi), p = float(size), scale, ratio, float(flip_prob)
+    log_lo, log_hi = math.log(r_lo), math.log(r_hi)
+
+    def make(types):
+        def setup(outs, ins):
+            for i in range(len(outs[0])):
+                outs[0][i][0] = GEOM_SIZE
+
+        def run(geom, shape, u):
+            rrc_geometry(shape[1], shape[2], u, s, a_lo, a_hi, log_lo, log_hi, r_lo, r_hi, p, geom)
+
+        return run, setup, [types.INT64, types.FLOAT], [1, 1], 1
+
+    return _numba_op(("geometry", s, float(a_lo), float(a_hi), float(r_lo), float(r_hi), p), make)
 
 
 @_not_converted
 def resample_op(size: int, mean: tuple[float, ...], std: tuple[float, ...]):
     """DALI operator ``(frames uint8 FHWC, geom float32 [GEOM_SIZE]) → float32 (3, T, size, size)``,
     normalised ``(x - mean) / std`` per channel (0-255 scale)."""
-    key = ("resample", int(size), tuple(float(m) for m in mean), tuple(float(v) for v in std))
-    with _lock:
-        if key not in _ops:
-            _need_numba()
-            from nvidia.dali import types
-            from nvidia.dali.plugin.numba import NumbaFunction
+    n = int(size)
+    mul = np.array([1.0 / v for v in std], np.float32)
+    add = np.array([-m / v for m, v in zip(mean, std, strict=True)], np.float32)
 
-            n = int(size)
-            mul = np.array([1.0 / v for v in std], np.float32)
-            add = np.array([-m / v for m, v in zip(mean, std, strict=True)], np.float32)
+    def make(types):
+        def setup(outs, ins):
+            for i in range(len(outs[0])):
+                outs[0][i][0] = 3
+                outs[0][i][1] = ins[0][i][0]
+                outs[0][i][2] = n
+                outs[0][i][3] = n
 
-            def setup(outs, ins):
-                for i in range(len(outs[0])):
-                    outs[0][i][0] = 3
-                    outs[0][i][1] = ins[0][i][0]
-                    outs[0][i][2] = n
-                    outs[0][i][3] = n
+        def run(out, frames, geom):
+            resample_normalize(out, frames, geom, mul, add)
 
-            def run(out, frames, geom):
-                resample_normalize(out, frames, geom, mul, add)
+        return run, setup, [types.UINT8, types.FLOAT], [4, 1], 4
 
-            _ops[key] = NumbaFunction(
-                run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=[types.UINT8, types.FLOAT],
-                outs_ndim=[4], ins_ndim=[4, 1],
-            )  # fmt: skip
-        return _ops[key]
+    return _numba_op(("resample", n, tuple(float(m) for m in mean), tuple(float(v) for v in std)), make)
 
 
 @_not_converted
@@ -273,23 +274,16 @@ def paste_op():
     """DALI operator ``(video float32 (C, T, H, W), noise float32 (C, T, h, w), box int64 [2]) → the video
     with the noise in the box``: random erasing's fill on the CPU, where DALI's arithmetic took several
     full-size passes and full-size noise (about 190 ms per erased 16x224² clip against a few ms)."""
-    key = ("paste",)
-    with _lock:
-        if key not in _ops:
-            _need_numba()
-            from nvidia.dali import types
-            from nvidia.dali.plugin.numba import NumbaFunction
 
-            def setup(outs, ins):
-                for i in range(len(outs[0])):
-                    for d in range(4):
-                        outs[0][i][d] = ins[0][i][d]
+    def make(types):
+        def setup(outs, ins):
+            for i in range(len(outs[0])):
+                for d in range(4):
+                    outs[0][i][d] = ins[0][i][d]
 
-            def run(out, video, noise, box):
-                paste(out, video, noise, box)
+        def run(out, video, noise, box):
+            paste(out, video, noise, box)
 
-            _ops[key] = NumbaFunction(
-                run_fn=run, setup_fn=setup, out_types=[types.FLOAT], in_types=[types.FLOAT, types.FLOAT, types.INT64],
-                outs_ndim=[4], ins_ndim=[4, 4, 1],
-            )  # fmt: skip
-        return _ops[key]
+        return run, setup, [types.FLOAT, types.FLOAT, types.INT64], [4, 4, 1], 4
+
+    return _numba_op(("paste",), make)
