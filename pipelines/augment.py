@@ -287,6 +287,10 @@ def train_transform(frames, spec: AugmentSpec, route: str | None = None):
             max_translate_rel=spec.randaugment_translate,
         )
     route = route or ("dali" if frames.device == "gpu" else "fused")
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    if route == "fused" and frames.device == "gpu":
+        raise ValueError("route 'fused' runs on the CPU; GPU frames take route 'dali'")
     out = _resized_crop_normalize(frames, spec, route)
     if spec.erase_prob > 0:
         out = _random_erase(out, spec, route)
@@ -296,18 +300,13 @@ def train_transform(frames, spec: AugmentSpec, route: str | None = None):
 ROUTES = ("fused", "dali")
 
 
-def _resized_crop_normalize(frames, spec: AugmentSpec, route: str | None):
+def _resized_crop_normalize(frames, spec: AugmentSpec, route: str):
     """Random resized crop (pySlowFast's box, `pipelines.kernels.rrc_geometry`), flip, normalisation to
     float32 ``CFHW``, by ``route`` (see `train_transform`)."""
     from nvidia.dali import fn, types
 
     from pipelines.kernels import UNIFORMS, geometry_op, resample_op
 
-    route = route or ("dali" if frames.device == "gpu" else "fused")
-    if route not in ROUTES:
-        raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
-    if route == "fused" and frames.device == "gpu":
-        raise ValueError("route 'fused' runs on the CPU; GPU frames take route 'dali'")
     c = spec.crop_size
     uniforms = fn.random.uniform(range=[0.0, 1.0], shape=[UNIFORMS])
     geom = geometry_op(c, spec.rrc_scale, spec.rrc_ratio, spec.flip_prob)(
