@@ -230,9 +230,9 @@ class HostBuffers:
         return buf
 
 
-def _to_torch(tensor_list, device, dtype=None, pool: HostBuffers | None = None):
+def _to_torch(tensor_list, device, pool: HostBuffers, dtype=None):
     """A dense DALI TensorList → a torch tensor on ``device`` (copied out of DALI's buffers; on the CPU
-    into ``pool``'s memory when given)."""
+    into ``pool``'s memory)."""
     import torch
 
     if hasattr(tensor_list, "as_cpu") and type(tensor_list).__name__ == "TensorListGPU":
@@ -243,7 +243,7 @@ def _to_torch(tensor_list, device, dtype=None, pool: HostBuffers | None = None):
         feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device))
         return out
     view = np.asarray(tensor_list.as_tensor())  # DALI's memory, valid until the next run: copy it now
-    arr = pool.empty(view.shape, view.dtype) if pool is not None else np.empty(view.shape, view.dtype)
+    arr = pool.empty(view.shape, view.dtype)
     np.copyto(arr, view)
     out = torch.from_numpy(arr)
     if dtype is not None:
@@ -251,7 +251,7 @@ def _to_torch(tensor_list, device, dtype=None, pool: HostBuffers | None = None):
     return out.to(device)
 
 
-def _interleave(videos, device, pool: HostBuffers | None = None):
+def _interleave(videos, device, pool: HostBuffers):
     """The ``num_sample`` outputs of one run, each ``(B, ...)``, as one ``(B * num_sample, ...)`` tensor with a
     video's clips side by side: ``[v0 a, v0 b, v1 a, v1 b, ...]``. On the CPU one copy out of DALI, into
     `HostBuffers` (``torch.stack`` / ``torch.cat`` allocate without huge pages: measured 9 ms of page
@@ -259,18 +259,18 @@ def _interleave(videos, device, pool: HostBuffers | None = None):
     import torch
 
     if len(videos) == 1:
-        return _to_torch(videos[0], device, pool=pool)
+        return _to_torch(videos[0], device, pool)
     if type(videos[0]).__name__ == "TensorListGPU":
-        return torch.stack([_to_torch(v, device) for v in videos], dim=1).flatten(0, 1)
+        return torch.stack([_to_torch(v, device, pool) for v in videos], dim=1).flatten(0, 1)
     first = np.asarray(videos[0].as_tensor())
     shape = (first.shape[0], len(videos), *first.shape[1:])
-    out = pool.empty(shape, first.dtype) if pool is not None else np.empty(shape, first.dtype)
+    out = pool.empty(shape, first.dtype)
     for r, v in enumerate(videos):
         out[:, r] = first if r == 0 else np.asarray(v.as_tensor())
     return torch.from_numpy(out).flatten(0, 1).to(device)
 
 
-def _cat(tensors: list, pool: HostBuffers | None = None):
+def _cat(tensors: list, pool: HostBuffers):
     """``torch.cat`` that, on the CPU, writes into `HostBuffers` memory."""
     import torch
 
@@ -280,7 +280,7 @@ def _cat(tensors: list, pool: HostBuffers | None = None):
         return torch.cat(tensors)
     shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
     dtype = tensors[0].numpy().dtype
-    out = pool.empty(shape, dtype) if pool is not None else np.empty(shape, dtype)
+    out = pool.empty(shape, dtype)
     return torch.cat(tensors, out=torch.from_numpy(out))
 
 
@@ -619,7 +619,7 @@ class VideoLoader:
         rows = np.flatnonzero(ok)
         added = 0
         for s, tl in enumerate(videos):
-            video = _to_torch(tl, self.device, pool=self._host)[:kept]
+            video = _to_torch(tl, self.device, self._host)[:kept]
             if not ok.all():
                 video = video[torch.from_numpy(rows).to(video.device)]
             view = np.array([self.view_index[(clip_of(i), s)] for i in rows], dtype=np.int64)
@@ -628,7 +628,7 @@ class VideoLoader:
         return added
 
 
-def _take(pending: list, n: int, pool: HostBuffers | None = None) -> tuple[Batch, list, int]:
+def _take(pending: list, n: int, pool: HostBuffers) -> tuple[Batch, list, int]:
     """The first ``n`` views of the pending chunks as one `Batch`, and what is left."""
     import torch
 
