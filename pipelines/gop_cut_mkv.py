@@ -46,6 +46,9 @@ WRITING_APP = 0x5741
 # children of Segment: where a cluster of unknown size ends
 _LEVEL1 = {0x114D9B74, INFO, TRACKS, 0x1C53BB6B, CLUSTER, 0x1254C367, 0x1043A770, 0x1941A469}
 _UNKNOWN = -1
+# the length of a variable-size integer from its first byte (0: invalid), and each length's value mask
+_VLEN = bytes(next((n for n in range(1, 9) if b & (0x80 >> (n - 1))), 0) for b in range(256))
+_MASK = [0] + [(1 << (7 * n)) - 1 for n in range(1, 9)]
 
 CODECS = {
     "V_VP9": "vp9",
@@ -179,7 +182,7 @@ def _read(data: bytes) -> MkvTrack | None:
     end = len(data) if size == _UNKNOWN else min(p + size, len(data))
     scale = 1_000_000
     video: list[tuple[int, bytes, str, bytes | None, bool]] = []
-    blocks: list[tuple[int, int, int, int]] = []  # (timestamp, frame data position, size, flags)
+    blocks: list[int] = []  # per block, flat: start, end, cluster timestamp, keyframe or -1
     number = None
     pos = p
     while pos < end:
@@ -188,7 +191,7 @@ def _read(data: bytes) -> MkvTrack | None:
         if eid == CLUSTER:
             if number is None:
                 return None  # blocks before the tracks are known
-            pos = _cluster(data, q, end if size == _UNKNOWN else q + size, number, blocks)
+            pos = _cluster(data, q, end if size == _UNKNOWN else q + size, blocks)
             continue
         if size == _UNKNOWN:
             return None
@@ -197,7 +200,7 @@ def _read(data: bytes) -> MkvTrack | None:
                 if cid == TIMESTAMP_SCALE:
                     scale = _uint(data, s, e)
         elif eid == TRACKS:
-            video = [t for t in _tracks(data, q, q + size) if t is not None]
+            video = list(_tracks(data, q, q + size))
             if len(video) != 1:
                 return None
             number = video[0][0]
@@ -207,12 +210,29 @@ def _read(data: bytes) -> MkvTrack | None:
     tn, entry, codec_id, private, encoded = video[0]
     if encoded:
         return None
-    table = np.array(blocks, dtype=np.int64)
-    flags = table[:, 3].astype(np.uint8)
+    # the block headers, all at once: track number (one byte for numbers below 127), int16 timestamp
+    # relative to the cluster's, flags
+    table = np.array(blocks, dtype=np.int64).reshape(-1, 4)
+    start, stop = table[:, 0], table[:, 1]
+    if int(stop.max()) > len(data) or int((stop - start).min()) < 4:
+        return None  # a block cut short: let the demuxer judge
+    raw = np.frombuffer(data, np.uint8)
+    first = raw[start]
+    if not (first & 0x80).all():
+        return None  # a track number of two bytes or more
+    video_blocks = (first & 0x7F) == tn
+    start, stop, table = start[video_blocks], stop[video_blocks], table[video_blocks]
+    if not len(start):
+        return None
+    rel = raw[start + 1].astype(np.int64) * 256 + raw[start + 2]
+    pts = table[:, 2] + np.where(rel >= 32768, rel - 65536, rel)
+    flags = raw[start + 3]
+    grouped = table[:, 3] >= 0  # a Block's flags have no keyframe bit: its group says
+    flags = np.where(grouped, (flags & 0x7F) | np.where(table[:, 3] == 1, 0x80, 0), flags).astype(np.uint8)
     if (flags & 0x06).any():
         return None  # laced video: several frames in one block
-    if table[:, 0].min() < 0 or int((table[:, 1] + table[:, 2]).max()) > len(data):
-        return None  # negative timestamps, or a block cut short: let the demuxer judge
+    if pts.min() < 0:
+        return None
     codec = CODECS.get(codec_id, codec_id)
     nal_length = None
     if private and codec in ("h264", "hevc") and private[0] == 1:
@@ -220,9 +240,9 @@ def _read(data: bytes) -> MkvTrack | None:
     return MkvTrack(
         codec=codec,
         nal_length=nal_length,
-        offset=table[:, 1],
-        size=table[:, 2],
-        pts=table[:, 0],
+        offset=start + 4,
+        size=stop - start - 4,
+        pts=pts,
         key=(flags & 0x80) != 0,
         flags=flags & 0x89,  # keyframe, invisible, discardable; no lacing
         ebml_header=header,
@@ -258,52 +278,43 @@ def _tracks(data: bytes, start: int, end: int):
             yield number, head + data[s:e], codec_id, private, encoded
 
 
-def _cluster(data: bytes, start: int, end: int, number: int, blocks: list) -> int:
-    """Append the video blocks of the cluster at ``data[start:end]`` (``end`` is the segment's end for a
-    cluster of unknown size); returns where the cluster ends."""
+def _cluster(data: bytes, start: int, end: int, blocks: list) -> int:
+    """Add ``block start, end, cluster timestamp, keyframe or -1`` (flat) for each block of the cluster at
+    ``data[start:end]`` (``end`` is the segment's end for a cluster of unknown size); returns where the
+    cluster ends. The loop that runs once per frame: kept to a few operations per element."""
     base = 0
     pos = start
+    vlen, mask, from_bytes, extend = _VLEN, _MASK, int.from_bytes, blocks.extend
     while pos < end:
-        b = data[pos]
-        # the ids met here are 1 byte (timestamp, blocks, groups, position, prev size, void, CRC), so
-        # the general readers are left for the rest
-        if b & 0x80:
-            eid = b
+        eid = data[pos]
+        if eid & 0x80:  # the ids met here are 1 byte (timestamp, blocks, groups, position, void, CRC)
             q = pos + 1
         else:
             eid, q = _id(data, pos)
             if eid in _LEVEL1:
                 return pos  # the next top-level element: a cluster of unknown size ends here
-        size, q = _size(data, q)
-        if size == _UNKNOWN:
-            raise ValueError("element of unknown size inside a cluster")
-        e = q + size
+        b = data[q]
+        n = vlen[b]
+        size = b & 0x7F if n == 1 else from_bytes(data[q : q + n], "big") & mask[n]
+        if not n or size == mask[n]:
+            raise ValueError(f"bad or unknown element size inside a cluster at {q}")
+        q += n
         if eid == SIMPLE_BLOCK:
-            _block(data, q, e, number, base, None, blocks)
+            extend((q, q + size, base, -1))
         elif eid == BLOCK_GROUP:
             block = None
-            referenced = False
-            for cid, s, ce in _children(data, q, e):
+            referenced = 0
+            for cid, s, ce in _children(data, q, q + size):
                 if cid == BLOCK:
                     block = (s, ce)
                 elif cid == REFERENCE_BLOCK:
-                    referenced = True
+                    referenced = 1
             if block is not None:
-                _block(data, block[0], block[1], number, base, not referenced, blocks)
+                extend((block[0], block[1], base, 1 - referenced))
         elif eid == CLUSTER_TIMESTAMP:
-            base = _uint(data, q, e)
-        pos = e
+            base = from_bytes(data[q : q + size], "big")
+        pos = q + size
     return pos
-
-
-def _block(data: bytes, start: int, end: int, number: int, base: int, key: bool | None, blocks: list) -> None:
-    tn, p = _size(data, start)
-    if tn != number:
-        return
-    rel, flags = struct.unpack_from(">hB", data, p)
-    if key is not None:  # a Block's flags have no keyframe bit: the group says it
-        flags = (flags & 0x7F) | (0x80 if key else 0)
-    blocks.append((base + rel, p + 3, end - p - 3, flags))
 
 
 def _head(eid: int, size: int) -> bytes:

@@ -41,10 +41,14 @@ def encode(
     durations: list[int] | None = None,
     audio: bool = False,
     fmt_options: dict | None = None,
+    stream: bool = False,
 ) -> bytes:
-    """Encode moving frames; ``durations``: per-frame durations in milliseconds (variable frame rate)."""
+    """Encode moving frames; ``durations``: per-frame durations in milliseconds (variable frame rate);
+    ``stream``: written to a pipe (no seeking back: Matroska's segment size stays unknown)."""
     w, h = size
-    with av.open(str(path), "w", options=fmt_options or {}) as c:
+    target = _Pipe(path) if stream else str(path)
+    fmt = path.suffix[1:] if stream else None
+    with av.open(target, "w", format=fmt, options=fmt_options or {}) as c:
         vs = c.add_stream(codec, rate=30, options=options or {})
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         if gop:
@@ -71,7 +75,54 @@ def encode(
             if s is not None:
                 for p in s.encode(None):
                     c.mux(p)
+    if stream:
+        path.write_bytes(target.buffer.getvalue())
     return path.read_bytes()
+
+
+class _Pipe:
+    def __init__(self, path: Path):
+        self.buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> int:
+        return self.buffer.write(data)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def as_block_groups(data: bytes) -> bytes:
+    """The Matroska file with each SimpleBlock rewritten as a BlockGroup (a Block without the keyframe
+    bit, and a ReferenceBlock unless it is a keyframe), as other muxers write them."""
+    from pipelines import gop_cut_mkv as mkv
+
+    def element(eid: int, body: bytes) -> bytes:
+        return mkv._head(eid, len(body)) + body
+
+    eid, p = mkv._id(data, 0)
+    size, p = mkv._size(data, p)
+    out = [data[: p + size]]
+    eid, p = mkv._id(data, p + size)
+    size, p = mkv._size(data, p)
+    body = []
+    for eid, s, e in mkv._children(data, p, p + size):
+        if eid != mkv.CLUSTER:
+            body.append(element(eid, data[s:e]))
+            continue
+        cluster = []
+        for cid, cs, ce in mkv._children(data, s, e):
+            block = data[cs:ce]
+            if cid == mkv.SIMPLE_BLOCK:
+                key = block[3] & 0x80
+                group = element(mkv.BLOCK, block[:3] + bytes([block[3] & 0x7F]) + block[4:])
+                if not key:
+                    group += element(mkv.REFERENCE_BLOCK, b"\xff")  # -1: the block before
+                cluster.append(element(mkv.BLOCK_GROUP, group))
+            else:
+                cluster.append(element(cid, block))
+        body.append(element(mkv.CLUSTER, b"".join(cluster)))
+    out.append(element(mkv.SEGMENT, b"".join(body)))
+    return b"".join(out)
 
 
 X264_SHARD = {
@@ -124,6 +175,7 @@ KINDS = {
         {"gop": None, "options": {"x265-params": "keyint=16:min-keyint=16:log-level=error"}},
     ),
     "vp9": ("libvpx-vp9", "webm", {"options": VP9}),
+    "vp9-stream": ("libvpx-vp9", "webm", {"options": VP9, "stream": True}),
     "vp9-vfr": ("libvpx-vp9", "webm", {"options": VP9, "durations": [33, 67, 20]}),
     "vp9-mp4": ("libvpx-vp9", "mp4", {"options": VP9}),
     "mjpeg": ("mjpeg", "mkv", {"gop": None, "pix_fmt": "yuvj420p"}),
@@ -139,6 +191,8 @@ def videos(tmp_path_factory) -> dict[str, tuple[bytes, str, np.ndarray]]:
     for name, (codec, ext, kw) in KINDS.items():
         data = encode(folder / f"{name}.{ext}", codec, **kw)
         out[name] = (data, ext, full_decode(data))
+    groups = as_block_groups(out["h264-mkv-vfr"][0])
+    out["h264-mkv-block-groups"] = (groups, "mkv", full_decode(groups))
     return out
 
 
@@ -194,12 +248,17 @@ def check(ref: np.ndarray, idx: np.ndarray, cut: CutClip, *, seeking: bool = Tru
         np.testing.assert_array_equal(decode_frames(cut.data, cut.indices), want)
 
 
-@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("name", [*KINDS, "h264-mkv-block-groups"])
 def test_cut_decodes_to_the_frames_of_a_full_decode(videos, name):
     data, ext, ref = videos[name]
     index = index_video(data, ext)
     assert index.num_frames == len(ref)
     expected = {"mp4": "mp4", "mkv": "matroska", "webm": "matroska"}[ext]
+    if name == "vp9-stream":
+        assert b"\x18\x53\x80\x67\x01\xff\xff\xff\xff\xff\xff\xff" in data  # a segment of unknown size
+    if name == "h264-mkv-block-groups":
+        np.testing.assert_array_equal(ref, videos["h264-mkv-vfr"][2])  # the same video
+        assert index.candidates.tolist() == index_video(videos["h264-mkv-vfr"][0]).candidates.tolist()
     assert index.container == ("pyav" if name == "h264-fragmented" else expected)
     starts = set()
     for i, idx in enumerate(clips(len(ref))):
