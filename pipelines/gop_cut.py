@@ -1,7 +1,8 @@
 """GOP cutting: hand a video decoder only the packets one clip needs, in a small container of its own.
 
-Why: DALI's ``fn.decoders.video(..., frames=...)`` never seeks. Read in the DALI source (the CPU and
-``mixed`` decoders share ``FramesDecoderBase``; files under dali/operators/video/):
+Why: DALI's ``fn.decoders.video(..., frames=...)`` never seeks. Read in the DALI source (github
+NVIDIA/DALI, 2025-26; the CPU and ``mixed`` decoders share ``FramesDecoderBase``; files under
+dali/operators/video/; the 2.4.0 wheel behaves as read, measured here):
 ``decoder/video_decoder_base.h`` makes one decoder per sample over its bytes (``CreateDecoder``) and asks
 it for the sorted frame ids (``DecodeFrames``); ``frames_decoder_base.cc`` ``SeekFrame`` without a frame
 index moves only forward, decoding every frame in between (``ReadNextFrame(nullptr)``), so frame ``f``
@@ -11,7 +12,8 @@ frames): a clip at frame 230 took 90 ms, at frame 0 9 ms.
 What the decoder gets instead: the packets from a keyframe at or before the clip's first frame up to
 the last packet needed to show its last frame, stream-copied (no re-encoding) into a new container,
 and the clip's indices rebased to it. Decoding that gives the frames a decode of the whole video gives
-at the original indices (the tests check it, PyAV bit for bit, DALI within colour conversion).
+at the original indices (tests/pipelines/test_gop_cut.py: PyAV and DALI's CPU decoder bit for bit, each
+against its own decode of the whole video; NVDEC likewise where CUDA is).
 
 Frame numbering, as everywhere in the project (``shards.probe`` counts a video's frames, the shards'
 ``.i32`` records them, ``pipelines.sampling`` picks among them, ``pyav_feed.decode_frames`` decodes
