@@ -397,14 +397,15 @@ def _dali_decoder(device: str, device_id):
     return decode
 
 
-def assert_frames_asked(frames: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> None:
-    """DALI's colour conversion (swscale bilinear, full chroma interpolation) is not PyAV's, which on these
-    noisy 64x48 frames differs by a mean of up to 4.1 of 255: each frame is within 5 of the frame asked
-    for, and nearer to it than to any other frame (neighbours differ by 8-10)."""
+def assert_frames_asked(frames: np.ndarray, ref: np.ndarray, idx: np.ndarray, tolerance: float = 5) -> None:
+    """DALI's colour conversion is not PyAV's (the CPU decoder's swscale bilinear with full chroma
+    interpolation differs on these noisy frames by a mean of up to 4.1 of 255): each frame is within
+    ``tolerance`` of the frame asked for, and nearer to it than to any other frame (neighbours differ by
+    8-10)."""
     idx = np.minimum(idx, len(ref) - 1)
     for frame, i in zip(frames.astype(np.int16), idx, strict=True):
         diffs = np.abs(ref.astype(np.int16) - frame).mean(axis=(1, 2, 3))
-        assert diffs[i] < 5 and (diffs.argmin() == i or np.array_equal(ref[diffs.argmin()], ref[i]))
+        assert diffs[i] < tolerance and (diffs.argmin() == i or np.array_equal(ref[diffs.argmin()], ref[i]))
 
 
 @pytest.mark.parametrize("name", ["vp9", "vp9-vfr", "vp9-mp4", "mjpeg", "mjpeg-odd"])
@@ -430,15 +431,32 @@ def cuda_devices() -> int:
         return 0
 
 
+@pytest.fixture(scope="module")
+def gpu_videos(tmp_path_factory) -> dict[str, tuple[bytes, str, np.ndarray]]:
+    """The NVDEC cases at 192x160: NVDEC decodes nothing smaller than 144x144 in HEVC and 128x128 in VP9
+    (its capability table; DALI refuses smaller videos: ``NVDECCache::GetDecoder``)."""
+    out = {}
+    folder = tmp_path_factory.mktemp("gop_cut_gpu")
+    for name in GPU_KINDS:
+        codec, ext, kw = KINDS[name]
+        data = encode(folder / f"{name}.{ext}", codec, **{**kw, "size": (192, 160)})
+        out[name] = (data, ext, full_decode(data))
+    return out
+
+
+GPU_KINDS = ["h264-shard", "h264-raw", "h264-mkv-vfr", "hevc", "vp9"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(cuda_devices() == 0, reason="needs CUDA")
-@pytest.mark.parametrize("name", ["h264-shard", "h264-raw", "h264-mkv-vfr", "hevc", "vp9"])
-def test_dali_nvdec_decodes_the_cut_to_the_frames_of_the_whole_video(videos, name):
+@pytest.mark.parametrize("name", GPU_KINDS)
+def test_dali_nvdec_decodes_the_cut_to_the_frames_of_the_whole_video(gpu_videos, name):
     """The ``mixed`` (NVDEC) decoder, which orders frames itself (the smallest packet pts first among
     the decoded pictures): H.264 with B-frames (MP4, and Matroska at a variable frame rate), HEVC, VP9;
-    whole video vs cut, exact."""
+    whole video vs cut exact, and each frame the one asked for (NVDEC's YUV->RGB is DALI's own CUDA
+    kernel: a looser bound against PyAV, the nearest-frame test unchanged)."""
     decode = _dali_decoder("mixed", 0)
-    data, ext, ref = videos[name]
+    data, ext, ref = gpu_videos[name]
     index = index_video(data, ext)
     cut_any = False
     for idx in clips(len(ref)):
@@ -446,5 +464,5 @@ def test_dali_nvdec_decodes_the_cut_to_the_frames_of_the_whole_video(videos, nam
         cut_any |= cut.start > 0
         whole = decode(data, idx)
         np.testing.assert_array_equal(decode(cut.data, cut.indices), whole)
-        assert_frames_asked(whole, ref, idx)
-    assert cut_any or name == "h264-raw"
+        assert_frames_asked(whole, ref, idx, tolerance=8)
+    assert cut_any
