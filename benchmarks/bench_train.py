@@ -53,10 +53,10 @@ ZOO_PAIRS = [("mvit_b_16x4", "mvit_b_16x4_t0.6_s0.9"), ("swin_b_32x2", "swin_b_3
 
 def config_for(name: str, zoo: bool, data: str = ""):
     """The recipe of the model's family with this model; zoo models at one clip per step."""
-    from stts.engine import RECIPES
+    from stts.engine import recipe_for
     from stts.registry import family_of
 
-    cfg = replace(RECIPES[family_of(name)], model=name, grad_accum=1, data=data, tensorboard=False)
+    cfg = replace(recipe_for(family_of(name)), model=name, grad_accum=1, data=data, tensorboard=False)
     if (
         zoo
     ):  # one clip per step; mixup needs two clips, so it is off there (a negligible cost beside the model)

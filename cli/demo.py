@@ -107,7 +107,8 @@ def _shards(out: Path, plan: DemoPlan) -> Path:
 
 
 def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
-    from stts.engine import RECIPES, apply_settings, train
+    from stts.engine import apply_settings, recipe_for, train
+    from stts.registry import family_of
 
     settings = {
         "model": run.model,
@@ -118,7 +119,7 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
         "tensorboard": False,
         **plan.train,
     }
-    cfg = apply_settings(RECIPES["mvit"], settings)
+    cfg = apply_settings(recipe_for(family_of(run.model)), settings)
     if (runs / run.name / "model.pt").is_file() and (runs / run.name / "config.yaml").is_file():
         from stts.engine import load_config
 
@@ -137,15 +138,15 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
 def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
     from pipelines import build_loader
     from stts.evaluate import evaluate, write_results
-    from stts.registry import model_from_checkpoint
+    from stts.registry import model_from_checkpoint, spec_of
 
     from .eval import eval_recipe, shard_classes
 
     classes = shard_classes(data, "val")
     model, _ = model_from_checkpoint(checkpoint)
-    clip, aug = eval_recipe(model, "mvit", plan.eval_views)
+    clip, aug = eval_recipe(model, spec_of(model).name, plan.eval_views)
     loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False)
-    result = evaluate(model, loader, classes=classes, recipe_aggregation="mvit")
+    result = evaluate(model, loader, classes=classes)
     write_results(result, out)
     return result
 

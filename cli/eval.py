@@ -77,10 +77,12 @@ def load_eval_model(
 
 
 def eval_recipe(model, recipe: str, views: tuple[int, int] | None):
-    """(ClipSpec, AugmentSpec) of ``recipe`` fitted to the model's input (`pipelines.recipes`)."""
+    """(ClipSpec, AugmentSpec) of the family ``recipe``'s evaluation protocol fitted to the model's input
+    (`pipelines.recipes`)."""
     from pipelines.recipes import recipe_for_model
+    from stts.registry import family_spec
 
-    return recipe_for_model(model, family=recipe, views=views)
+    return recipe_for_model(model, family=family_spec(recipe).recipe.clip, views=views)
 
 
 def _distributed(device: str) -> tuple[int, int, str]:
@@ -132,15 +134,14 @@ def eval_cmd(
 
     from pipelines import build_loader
     from pipelines.loader import DECODERS
-    from pipelines.sampling import CLIP_SPECS
     from stts.checkpoint import CheckpointError
     from stts.evaluate import evaluate, write_results
-    from stts.models.swin import VideoSwin
+    from stts.registry import list_families, spec_of
 
     if decoder not in DECODERS:
         fail(f"unknown --decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-    if recipe is not None and recipe not in CLIP_SPECS:
-        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(CLIP_SPECS)}")
+    if recipe is not None and recipe not in list_families():
+        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(list_families())}")
     if batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     try:
@@ -151,7 +152,7 @@ def eval_cmd(
         fail(str(err))
     if checkpoint is None and not as_json:
         err_console.print(f"[yellow]warning:[/] no --checkpoint: {model} has untrained weights")
-    recipe = recipe or ("swin" if isinstance(net, VideoSwin) else "mvit")
+    recipe = recipe or spec_of(net).name
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world, device = _distributed(device)

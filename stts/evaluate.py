@@ -1,10 +1,11 @@
 """Multi-view evaluation (spec §7.1): every view of every video through the model, softmax per view,
 reduced per video over its views, then accuracy over videos.
 
-`evaluate(model, loader, classes=..., recipe_aggregation="sum" | "mean")` returns an `EvalResult`;
-`write_results` puts ``eval.json`` and ``per_class.csv`` into a folder (each written to a temporary name,
-then renamed). The MViT recipe sums the per-view softmaxes, the Swin recipe averages them; the ranking,
-hence top-k, is the same, and the reported probabilities are the aggregate the recipe names.
+`evaluate(model, loader, classes=...)` returns an `EvalResult`; `write_results` puts ``eval.json`` and
+``per_class.csv`` into a folder (each written to a temporary name, then renamed). How the per-view softmaxes
+are reduced is the recipe's (`stts.models.spec.Recipe.aggregation`: the MViT recipe sums them, the Swin
+recipe averages them); the ranking, hence top-k, is the same, and the reported probabilities are the
+aggregate the recipe names.
 
 Selection precision. On a dataset whose samples' ``.json`` carry the ground truth (the synthetic set:
 ``informative_frames`` = [start, end) in video frames, ``region`` = (x0, y0, x1, y1) in frame pixels),
@@ -52,18 +53,21 @@ __all__ = [
     "write_results",
 ]
 
-# recipe → how the per-view softmaxes are reduced (spec §7.1)
-AGGREGATIONS = {"mvit": "sum", "swin": "mean", "swin_val": "mean", "sum": "sum", "mean": "mean"}
+AGGREGATIONS = ("sum", "mean")  # of the per-view softmaxes of a video (spec §7.1)
 
 
 def aggregation_of(recipe_or_mode: str) -> str:
-    """ "sum" or "mean" from a recipe name (mvit, swin, swin_val) or the mode itself."""
-    try:
-        return AGGREGATIONS[recipe_or_mode]
-    except KeyError:
-        raise ValueError(
-            f"unknown aggregation {recipe_or_mode!r}; give sum, mean or a recipe (mvit, swin)"
-        ) from None
+    """ "sum" or "mean" from the mode itself or a family's name (its recipe's aggregation)."""
+    if recipe_or_mode in AGGREGATIONS:
+        return recipe_or_mode
+    from .registry import FAMILIES
+
+    if recipe_or_mode in FAMILIES:
+        return FAMILIES[recipe_or_mode].recipe.aggregation
+    raise ValueError(
+        f"unknown aggregation {recipe_or_mode!r}; give {', '.join(AGGREGATIONS)} or a recipe "
+        f"({', '.join(FAMILIES)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -262,7 +266,7 @@ def evaluate(
     loader: Iterable,
     *,
     classes: list[str],
-    recipe_aggregation: str = "sum",
+    recipe_aggregation: str | None = None,
     gflops: float | None = None,
     flops_convention: str | None = None,
     count_flops: bool = True,
@@ -274,27 +278,31 @@ def evaluate(
     train=False)`, or any iterable of objects with ``video``, ``label``, ``key``, ``view``).
 
     classes: the class names (their count is the number of classes; labels index it).
-    recipe_aggregation: ``"sum"`` (MViT) / ``"mean"`` (Swin), or the recipe name.
+    recipe_aggregation: ``"sum"`` / ``"mean"``, or a family's name for its recipe's; default: the model's
+        recipe's.
     gflops / flops_convention: GFLOPs per view to report; by default counted with `stts.flops` in the
         convention of the model's family (what ``stts flops`` prints), unless ``count_flops`` is False.
     ground_truth: key → sample metadata for selection precision; by default read from the loader's tars
         (``loader.tars``) when the loader has a ``clip`` spec and ``views`` and the model has selectors.
     on_batch: called with the number of views of each batch (progress).
     """
+    inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
+    if recipe_aggregation is None:
+        from .registry import spec_of
+
+        recipe_aggregation = spec_of(inner).recipe.aggregation
     mode = aggregation_of(recipe_aggregation)
     num_classes = len(classes)
     if num_classes < 1:
         raise ValueError("classes is empty: give the dataset's class names")
     device = _model_device(model)
-    inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
     name = getattr(inner, "model_name", None)
 
     if gflops is None and count_flops:
         from .flops import gflops as count
-        from .registry import input_shape
-        from .zoo import default_convention
+        from .registry import input_shape, spec_of
 
-        flops_convention = flops_convention or default_convention(name or _family_name(inner))
+        flops_convention = flops_convention or spec_of(inner).flops_convention
         gflops = count(inner, input_shape(inner), flops_convention)
 
     selectors = list(getattr(inner, "selectors", lambda: [])())
@@ -379,12 +387,6 @@ def evaluate(
         probs, counts, labels, classes, mode, name, num_views, skipped, seconds, gflops, flops_convention,
         precision,
     )  # fmt: skip
-
-
-def _family_name(model: nn.Module) -> str:
-    from .models.swin import VideoSwin
-
-    return "swin" if isinstance(model, VideoSwin) else "mvit"
 
 
 def _summarise(

@@ -25,8 +25,14 @@ __all__ = [
     "save_config",
 ]
 
-LR_SCHEDULES = ("mvit", "swin", "cosine")
-PARAM_GROUPS = ("mvit", "swin")
+# "two_rate": pySlowFast STTS (spec §6.1) — selectors on cosine(e) from step 0, the rest frozen (lr 0) for
+#     ``frozen_backbone_epochs`` and then min(cosine(e), backbone_lr_ratio · lr);
+# "cosine_epoch": mmcv's CosineAnnealing by epoch (spec §6.2), changing at epoch boundaries only, with a
+#     linear warm-up counted in iterations;
+# "cosine": one per-iteration cosine for every group (with the same optional warm-up), for training from
+#     scratch.
+LR_SCHEDULES = ("two_rate", "cosine_epoch", "cosine")
+LEGACY_LR_SCHEDULES = {"mvit": "two_rate", "swin": "cosine_epoch"}  # the names before 0.2 (configs on disk)
 PRECISIONS = ("no", "bf16", "fp16")
 
 
@@ -37,22 +43,23 @@ class TrainConfig:
 
     model / model_overrides: a zoo name (`stts.list_models()`) and `build_model` overrides (``t_ratio``,
         ``s_ratio``, ``strategy``, ``time_loc`` ...).
-    recipe: ``"mvit"`` or ``"swin"``: picks the clip sampling and augmentation (`pipelines.CLIP_SPECS`,
-        `AUG_SPECS`); ``clip`` / ``aug`` override their fields (the clip length and crop follow the model's
-        input size unless given).
+    recipe: a family's name (``"mvit"``, ``"swin"``): whose recipe's clip sampling, augmentation and view
+        aggregation are used (`stts.models.spec.Recipe`); ``clip`` / ``aug`` override their fields (the clip
+        length and crop follow the model's input size unless given).
     init: a checkpoint whose backbone weights start the run (any format `stts.checkpoint` reads, shape-matched;
         the selectors always start fresh, the head too when the class count differs).
     batch_size: videos per process per iteration; ``num_sample`` augmented clips of each (repeated
         augmentation), so the model sees ``batch_size * num_sample`` clips per iteration.
     grad_accum: iterations per optimizer step.
-    lr_schedule: ``"mvit"``: the two-rate schedule of spec §6.1 — selectors on cosine(e) from step 0, the
+    lr_schedule: ``"two_rate"``: the schedule of spec §6.1 — selectors on cosine(e) from step 0, the
         rest frozen (lr 0) for ``frozen_backbone_epochs`` and then ``min(cosine(e), backbone_lr_ratio·lr)``;
-        ``"swin"``: mmcv's per-epoch cosine to ``min_lr`` with a linear warm-up from ``warmup_ratio`` over
-        ``warmup_epochs`` counted in iterations, every group scaled by its multiplier; ``"cosine"``: one
+        ``"cosine_epoch"``: mmcv's per-epoch cosine to ``min_lr`` with a linear warm-up from ``warmup_ratio``
+        over ``warmup_epochs`` counted in iterations, every group scaled by its multiplier; ``"cosine"``: one
         per-iteration cosine for every group (with the same optional warm-up), for training from scratch.
-    param_groups: ``"mvit"`` (selectors / decayed ≥2-D / non-decayed 1-D, by module) or ``"swin"`` (mmcv
-        custom keys by parameter name: bias tables and norms without decay, selectors at
-        ``selector_lr_mult``).
+        (``"mvit"`` and ``"swin"``, the names before, still read.)
+    param_groups: a family's name: its official optimizer groups (MViT: selectors / decayed ≥2-D /
+        non-decayed 1-D, by module; Swin: mmcv custom keys by parameter name, bias tables and norms without
+        decay, selectors at ``selector_lr_mult``); None: the model's family's.
     selector_lr_mult: Swin's official 0.001 [surprising: the selector learns 1000× slower than the backbone];
         1.0 is the sane alternative (what the MViT recipe does).
     sigma / sigma_decay: the perturbed top-k noise scale; MViT decays it linearly to 0 over all iterations,
@@ -93,8 +100,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    param_groups: str = "mvit"
-    lr_schedule: str = "mvit"
+    param_groups: str | None = None
+    lr_schedule: str = "two_rate"
     frozen_backbone_epochs: float = 3.0
     backbone_lr_ratio: float = 0.1
     warmup_epochs: float = 0.0
@@ -132,9 +139,17 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
 
-        need(self.recipe in ("mvit", "swin"), f"recipe must be mvit or swin, got {self.recipe!r}")
+        from stts.registry import list_families
+
+        families = list_families()
+        if self.lr_schedule in LEGACY_LR_SCHEDULES:
+            object.__setattr__(self, "lr_schedule", LEGACY_LR_SCHEDULES[self.lr_schedule])
+        need(self.recipe in families, f"recipe must be one of {', '.join(families)}, got {self.recipe!r}")
         need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}")
-        need(self.param_groups in PARAM_GROUPS, f"param_groups must be one of {PARAM_GROUPS}")
+        need(
+            self.param_groups is None or self.param_groups in families,
+            f"param_groups must be one of {', '.join(families)} (or null: the model's), got {self.param_groups!r}",
+        )
         need(self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {PRECISIONS}")
         need(self.zero in (0, 1, 2), f"zero must be 0, 1 or 2, got {self.zero}")
         need(not (self.zero and self.deepspeed), "give either --zero or --deepspeed, not both")
@@ -168,61 +183,26 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------- recipes
 
-# spec §6.1: 16 videos over 8 GPUs, 2 augmented clips each; 20 epochs; the two-rate schedule; σ 0.1 → 0
-MVIT_RECIPE = TrainConfig(
-    model="mvit_b_16x4_t0.6_s0.9",
-    recipe="mvit",
-    epochs=20,
-    batch_size=2,
-    num_sample=2,
-    grad_accum=1,
-    lr=1e-4,
-    min_lr=1e-6,
-    weight_decay=0.05,
-    param_groups="mvit",
-    lr_schedule="mvit",
-    frozen_backbone_epochs=3.0,
-    backbone_lr_ratio=0.1,
-    clip_grad=1.0,
-    sigma=0.1,
-    sigma_decay=True,
-    mixup=True,
-    label_smoothing=0.1,
-    eval_every=2,
-)
-
-# spec §6.2: 1 video per GPU per iteration, 8 iterations per step; AdamW 3e-4; cosine by epoch with a 0.8-epoch
-# warm-up; selectors at 0.001× lr; σ 0.05 constant; no clipping, no mixup; apex O1 (here: fp16 when asked)
-SWIN_RECIPE = TrainConfig(
-    model="swin_b_32x2_t0.5",
-    recipe="swin",
-    epochs=10,
-    batch_size=1,
-    num_sample=1,
-    grad_accum=8,
-    lr=3e-4,
-    min_lr=0.0,
-    weight_decay=0.05,
-    param_groups="swin",
-    lr_schedule="swin",
-    warmup_epochs=0.8,
-    warmup_ratio=0.1,
-    selector_lr_mult=0.001,
-    clip_grad=None,
-    sigma=0.05,
-    sigma_decay=False,
-    mixup=False,
-    label_smoothing=0.0,
-    eval_every=5,
-)
-
-RECIPES: dict[str, TrainConfig] = {"mvit": MVIT_RECIPE, "swin": SWIN_RECIPE}
-
 
 def recipe_for(backbone: str) -> TrainConfig:
-    if backbone not in RECIPES:
-        raise ValueError(f"unknown recipe {backbone!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[backbone]
+    """The official training run of a family (its spec's `Recipe`): the recipe's model, clip sampling,
+    augmentation, optimizer groups and the values of spec §6."""
+    from stts.registry import family_spec
+
+    spec = family_spec(backbone)
+    flat = {k: v for section in spec.recipe.train.values() for k, v in section.items()}
+    return replace(
+        TrainConfig(), model=spec.recipe.default_model, recipe=spec.name, param_groups=spec.name, **flat
+    )
+
+
+def _recipes() -> dict[str, TrainConfig]:
+    from stts.registry import list_families
+
+    return {name: recipe_for(name) for name in list_families()}
+
+
+RECIPES: dict[str, TrainConfig] = _recipes()
 
 
 # ------------------------------------------------------------------------------- --set and YAML

@@ -87,11 +87,14 @@ def read_classes(data: str | os.PathLike) -> list[str]:
 
 def specs_for(cfg: TrainConfig, model, *, train: bool):
     """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input, with ``cfg.clip`` / ``cfg.aug``;
-    validation uses ``cfg.val_views``."""
+    validation uses the recipe's validation clips (`Recipe.val_clip`) at ``cfg.val_views``."""
     from pipelines.recipes import recipe_for_model
+    from stts.registry import family_spec
 
+    recipe = family_spec(cfg.recipe).recipe
     views = None if train else tuple(cfg.val_views)
-    return recipe_for_model(model, family=cfg.recipe, views=views, train=train, clip=cfg.clip, aug=cfg.aug)
+    data = recipe.clip if train else recipe.val_clip
+    return recipe_for_model(model, family=data, views=views, train=train, clip=cfg.clip, aug=cfg.aug)
 
 
 def find_resume_point(out: str | os.PathLike) -> Path | None:
@@ -196,7 +199,8 @@ class Trainer:
 
     def _build_model(self):
         from stts.checkpoint import read_checkpoint
-        from stts.registry import build_model
+        from stts.registry import build_model, spec_of
+        from stts.selection import SELECTOR_KEY
 
         cfg = self.cfg
         try:
@@ -204,17 +208,19 @@ class Trainer:
         except ValueError as err:
             raise TrainError(str(err)) from None
         if cfg.init:
+            spec = spec_of(model)
             state, _ = read_checkpoint(cfg.init)
+            state = spec.convert_state(state)  # torchvision and other layouts the family knows
             own = model.state_dict()
             keep = {
                 k: v
                 for k, v in state.items()
-                if k in own and v.shape == own[k].shape and "predictor" not in k
+                if k in own and v.shape == own[k].shape and SELECTOR_KEY not in k
             }
             model.load_state_dict(keep, strict=False)
-            missing = sorted(k for k in own if k not in keep and "predictor" not in k)
+            missing = sorted(k for k in own if k not in keep and SELECTOR_KEY not in k)
             self.init_report = {"loaded": len(keep), "fresh": missing, "ignored": len(state) - len(keep)}
-            backbone_missing = [k for k in missing if not k.startswith(("head", "cls_head"))]
+            backbone_missing = [k for k in missing if not k.startswith(spec.head_prefixes)]
             if backbone_missing:
                 raise TrainError(
                     f"--init {cfg.init} does not fit {cfg.model}: {len(backbone_missing)} backbone tensors "

@@ -10,8 +10,10 @@ import torch
 
 import stts
 from stts.engine.config import RECIPES, TrainConfig, apply_settings, load_config, save_config
-from stts.engine.optim import Schedule, mvit_param_groups, param_groups, swin_param_groups
+from stts.engine.optim import Schedule, param_groups
 from stts.engine.trainer import _deepspeed_config, specs_for
+from stts.models.mvit import param_groups as mvit_param_groups
+from stts.models.swin import param_groups as swin_param_groups
 
 MVIT, SWIN = RECIPES["mvit"], RECIPES["swin"]
 
