@@ -54,12 +54,8 @@ def build_config(
         overrides["num_frames"] = frames
     cfg = recipe_for(recipe or family)
     cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
-    cfg = apply_settings(cfg, sets)
-    # fail now, not after the pipelines start: the model must build with these overrides
-    from stts.registry import model_config
-
-    model_config(cfg.model, **cfg.model_overrides)
-    return cfg
+    # every setting is checked here (the model's config included), not after the pipelines start
+    return apply_settings(cfg, sets)
 
 
 @app.command()

@@ -25,8 +25,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     official optimizer's grouping, registered in the family's spec (`stts.models.spec.FamilySpec`)."""
     from stts.registry import family_spec, spec_of
 
-    spec = family_spec(cfg.param_groups) if cfg.param_groups else spec_of(model)
-    return spec.param_groups(model, cfg.weight_decay, cfg.selector_lr_mult)
+    opt = cfg.optim
+    spec = family_spec(opt.param_groups) if opt.param_groups else spec_of(model)
+    return spec.param_groups(model, opt.weight_decay, opt.selector_lr_mult)
 
 
 @dataclass(frozen=True)
@@ -38,21 +39,21 @@ class Schedule:
 
     @property
     def total_iters(self) -> int:
-        return self.iters_per_epoch * self.cfg.epochs
+        return self.iters_per_epoch * self.cfg.training.epochs
 
     def cosine(self, epoch: float) -> float:
-        c = self.cfg
-        return c.min_lr + (c.lr - c.min_lr) * (1 + math.cos(math.pi * epoch / c.epochs)) / 2
+        c, epochs = self.cfg.optim, self.cfg.training.epochs
+        return c.min_lr + (c.lr - c.min_lr) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
     def warmup_factor(self, iteration: int) -> float:
         """mmcv's linear warm-up: from ``warmup_ratio`` to 1 over ``warmup_epochs`` of iterations."""
-        warm_iters = self.cfg.warmup_epochs * self.iters_per_epoch
+        warm_iters = self.cfg.optim.warmup_epochs * self.iters_per_epoch
         if iteration >= warm_iters:
             return 1.0
-        return 1 - (1 - iteration / warm_iters) * (1 - self.cfg.warmup_ratio)
+        return 1 - (1 - iteration / warm_iters) * (1 - self.cfg.optim.warmup_ratio)
 
     def lr(self, iteration: int, group: dict) -> float:
-        c = self.cfg
+        c = self.cfg.optim
         epoch = iteration / self.iters_per_epoch
         if c.lr_schedule == "two_rate":
             value = self.cosine(epoch)
@@ -64,7 +65,7 @@ class Schedule:
 
     def sigma(self, iteration: int) -> float:
         """σ·(1 − iteration / total iterations) with ``sigma_decay`` (MViT recipe), else σ (Swin recipe)."""
-        c = self.cfg
+        c = self.cfg.selection
         if not c.sigma_decay:
             return c.sigma
         return c.sigma * (1 - iteration / self.total_iters)

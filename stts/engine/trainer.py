@@ -38,15 +38,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig, load_config, save_config
+from .config import RESUMABLE, ConfigError, TrainConfig, load_config, save_config
 from .optim import Schedule, param_groups
 
 __all__ = ["TrainError", "TrainResult", "Trainer", "train", "find_resume_point"]
 
 STATE_FILE = "trainer_state.json"
 DEEPSPEED_DIR = Path(__file__).with_name("deepspeed")
-# fields that may differ when a run is resumed (they do not change what is computed up to the resume point)
-RESUMABLE = {"epochs", "max_steps", "checkpoint_every", "keep_last", "log_every", "num_threads", "decoder"}
 
 
 class TrainError(Exception):
@@ -87,14 +85,16 @@ def read_classes(data: str | os.PathLike) -> list[str]:
 
 def specs_for(cfg: TrainConfig, model, *, train: bool):
     """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input, with ``cfg.clip`` / ``cfg.aug``;
-    validation uses the recipe's validation clips (`Recipe.val_clip`) at ``cfg.val_views``."""
+    validation uses the recipe's validation clips (`Recipe.val_clip`) at ``cfg.eval.val_views``."""
     from pipelines.recipes import recipe_for_model
     from stts.registry import family_spec
 
     recipe = family_spec(cfg.recipe).recipe
-    views = None if train else tuple(cfg.val_views)
+    views = None if train else tuple(cfg.eval.val_views)
     data = recipe.clip if train else recipe.val_clip
-    return recipe_for_model(model, family=data, views=views, train=train, clip=cfg.clip, aug=cfg.aug)
+    return recipe_for_model(
+        model, family=data, views=views, train=train, clip=cfg.clip.values, aug=cfg.aug.values
+    )
 
 
 def find_resume_point(out: str | os.PathLike) -> Path | None:
@@ -108,7 +108,9 @@ def find_resume_point(out: str | os.PathLike) -> Path | None:
 
 
 def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
-    path = Path(cfg.deepspeed) if cfg.deepspeed else DEEPSPEED_DIR / f"zero{cfg.zero}.json"
+    path = (
+        Path(cfg.system.deepspeed) if cfg.system.deepspeed else DEEPSPEED_DIR / f"zero{cfg.system.zero}.json"
+    )
     if not path.is_file():
         raise TrainError(f"DeepSpeed config {path} not found; give a JSON file or use --zero 1|2")
     try:
@@ -117,27 +119,38 @@ def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
         raise TrainError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
     fill = {
         "train_micro_batch_size_per_gpu": clips_per_iter,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "gradient_clipping": cfg.clip_grad or 0.0,
+        "gradient_accumulation_steps": cfg.training.grad_accum,
+        "gradient_clipping": cfg.optim.clip_grad or 0.0,
     }
     for key, value in fill.items():
         if ds.get(key, "auto") == "auto":
             ds[key] = value
-    for key, on in (("bf16", cfg.mixed_precision == "bf16"), ("fp16", cfg.mixed_precision == "fp16")):
+    for key, on in (
+        ("bf16", cfg.system.mixed_precision == "bf16"),
+        ("fp16", cfg.system.mixed_precision == "fp16"),
+    ):
         section = ds.setdefault(key, {})
         if section.get("enabled", "auto") == "auto":
             section["enabled"] = on
     return ds
 
 
+def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    """Dotted key → value of everything that decides the computation (``clip`` and ``aug`` as wholes)."""
+    out: dict[str, Any] = {}
+    for section, values in cfg.resolved().items():
+        if section in ("clip", "aug"):
+            out[section] = values
+        else:
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+    return out
+
+
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
-    differ = [
-        f.name
-        for f in saved.__dataclass_fields__.values()
-        if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(cfg, f.name)
-    ]
+    a, b = _settings(saved), _settings(cfg)
+    differ = [k for k in a if k not in RESUMABLE and a[k] != b.get(k)]
     if differ:
-        shown = ", ".join(f"{k}: {getattr(saved, k)!r} → {getattr(cfg, k)!r}" for k in differ[:4])
+        shown = ", ".join(f"{k}: {a[k]!r} → {b.get(k)!r}" for k in differ[:4])
         raise TrainError(
             f"{out} holds a run with other settings ({shown}); resume it with the same options, "
             "or give another --out"
@@ -157,11 +170,11 @@ def _sync_flag(accelerator, ok: bool) -> bool:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True):
-        if not cfg.data:
+        if not cfg.data.shards:
             raise TrainError("no data: give --data SHARDS (a folder made by `stts shard`)")
         self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.classes = read_classes(cfg.data)
+        self.out = Path(cfg.checkpoint.out)
+        self.classes = read_classes(cfg.data.shards)
         self.console = console
         self.show_progress = progress
         self._resume_request = resume
@@ -183,18 +196,18 @@ class Trainer:
             AcceleratorState._reset_state(reset_partial_state=True)
             GradientState._reset_state()
         kwargs: dict[str, Any] = {
-            "gradient_accumulation_steps": cfg.grad_accum,
+            "gradient_accumulation_steps": cfg.training.grad_accum,
             "project_config": ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out)),
-            "log_with": "tensorboard" if cfg.tensorboard else None,
+            "log_with": "tensorboard" if cfg.logging.tensorboard else None,
         }
         if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # CPU processes talk over gloo (a backend given to a single process would break it)
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         if cfg.uses_deepspeed:
-            clips = cfg.batch_size * cfg.num_sample
+            clips = cfg.training.batch_size * cfg.training.num_sample
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=_deepspeed_config(cfg, clips))
         else:
-            kwargs["mixed_precision"] = cfg.mixed_precision
+            kwargs["mixed_precision"] = cfg.system.mixed_precision
         return Accelerator(**kwargs)
 
     def _build_model(self):
@@ -204,12 +217,12 @@ class Trainer:
 
         cfg = self.cfg
         try:
-            model = build_model(cfg.model, num_classes=len(self.classes), **cfg.model_overrides)
+            model = build_model(cfg.model.name, num_classes=len(self.classes), **cfg.model.overrides)
         except ValueError as err:
             raise TrainError(str(err)) from None
-        if cfg.init:
+        if cfg.model.init:
             spec = spec_of(model)
-            state, _ = read_checkpoint(cfg.init)
+            state, _ = read_checkpoint(cfg.model.init)
             state = spec.convert_state(state)  # torchvision and other layouts the family knows
             own = model.state_dict()
             keep = {
@@ -223,7 +236,7 @@ class Trainer:
             backbone_missing = [k for k in missing if not k.startswith(spec.head_prefixes)]
             if backbone_missing:
                 raise TrainError(
-                    f"--init {cfg.init} does not fit {cfg.model}: {len(backbone_missing)} backbone tensors "
+                    f"--init {cfg.model.init} does not fit {cfg.model.name}: {len(backbone_missing)} backbone tensors "
                     f"missing or of other shapes (e.g. {backbone_missing[0]}); is it the right model?"
                 )
         return model
@@ -233,29 +246,29 @@ class Trainer:
 
         cfg = self.cfg
         clip, aug = specs_for(cfg, model, train=True)
-        common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.decoder}
+        common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.data.decoder}
         train = build_loader(
-            cfg.data,
-            cfg.train_split,
+            cfg.data.shards,
+            cfg.data.train_split,
             (clip, aug),
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
+            batch_size=cfg.training.batch_size,
+            seed=cfg.training.seed,
             train=True,
-            num_threads=cfg.num_threads,
-            num_sample=cfg.num_sample,
+            num_threads=cfg.data.num_threads,
+            num_sample=cfg.training.num_sample,
             **common,
         )
         val = None
-        if cfg.val_split and cfg.eval_every:
+        if cfg.data.val_split and cfg.eval.eval_every:
             vclip, vaug = specs_for(cfg, model, train=False)
             val = build_loader(
-                cfg.data,
-                cfg.val_split,
+                cfg.data.shards,
+                cfg.data.val_split,
                 (vclip, vaug),
-                batch_size=max(1, cfg.batch_size * cfg.num_sample),
+                batch_size=max(1, cfg.training.batch_size * cfg.training.num_sample),
                 train=False,
-                views=tuple(cfg.val_views),
-                num_threads=cfg.num_threads,
+                views=tuple(cfg.eval.val_views),
+                num_threads=cfg.data.num_threads,
                 **common,
             )
         return train, val
@@ -279,7 +292,7 @@ class Trainer:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
-            for old in done[: -self.cfg.keep_last]:
+            for old in done[: -self.cfg.checkpoint.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
@@ -309,10 +322,17 @@ class Trainer:
             return False
         saved = self.out / "config.yaml"
         if saved.is_file():
-            _check_resumable(load_config(saved), self.cfg, self.out)
+            try:
+                before = load_config(saved)
+            except (ConfigError, OSError) as err:
+                raise TrainError(
+                    f"{saved} cannot be resumed by this version of stts ({err}); give another --out"
+                ) from None
+            _check_resumable(before, self.cfg, self.out)
         accelerator.load_state(str(point))
         data = json.loads((point / STATE_FILE).read_text())
-        self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__})
+        # counters added by later versions start from their defaults
+        self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__ if k in data})
         self._say(f"resumed from {point.name} (epoch {self.state.epoch}, iteration {self.state.epoch_iter})")
         return True
 
@@ -336,8 +356,8 @@ class Trainer:
         the loss, or None when it was not finite on some rank (the step is skipped everywhere)."""
         cfg = self.cfg
         video, label = batch.video, batch.label
-        if cfg.uses_deepspeed and cfg.mixed_precision != "no":
-            video = video.to(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
+        if cfg.uses_deepspeed and cfg.system.mixed_precision != "no":
+            video = video.to(torch.bfloat16 if cfg.system.mixed_precision == "bf16" else torch.float16)
         with accelerator.accumulate(model):
             if mixup is not None:
                 video, targets = mixup(video, label)
@@ -348,13 +368,13 @@ class Trainer:
 
                 loss = soft_cross_entropy(logits.float(), targets)
             else:
-                loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.loss.label_smoothing)
             if not _sync_flag(accelerator, bool(torch.isfinite(loss).item())):
                 optimizer.zero_grad(set_to_none=True)
                 return None
             accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.clip_grad and not cfg.uses_deepspeed:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            if accelerator.sync_gradients and cfg.optim.clip_grad and not cfg.uses_deepspeed:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return float(loss.detach().item())
@@ -365,22 +385,24 @@ class Trainer:
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
         accelerator = self._accelerator()
         self._main = accelerator.is_main_process
-        torch.manual_seed(cfg.seed + accelerator.process_index)
+        torch.manual_seed(cfg.training.seed + accelerator.process_index)
         model = self._build_model()
         train_loader, val_loader = self._loaders(
             model, accelerator.process_index, accelerator.num_processes, accelerator.device
         )
         iters = len(train_loader)
         schedule = Schedule(cfg, iters)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        optimizer = torch.optim.AdamW(
+            param_groups(model, cfg), lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps
+        )
         model, optimizer = accelerator.prepare(model, optimizer)
         bare = accelerator.unwrap_model(model)
         mixup = None
-        if cfg.mixup:
+        if cfg.loss.mixup:
             from pipelines.mixup import MVIT_MIXUP, MixUp
 
             mixup = MixUp(
-                replace(MVIT_MIXUP, num_classes=len(self.classes), label_smoothing=cfg.label_smoothing)
+                replace(MVIT_MIXUP, num_classes=len(self.classes), label_smoothing=cfg.loss.label_smoothing)
             )
 
         resumed = self._resume(accelerator)
@@ -389,25 +411,25 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
             if not resumed:
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        if cfg.tensorboard:
+        if cfg.logging.tensorboard:
             accelerator.init_trackers("tensorboard")
         self._log({"event": "resume" if resumed else "start", "iteration": self.state.iteration})
         accelerator.wait_for_everyone()
 
-        total_steps = math.ceil(iters * cfg.epochs / cfg.grad_accum)
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps)
+        total_steps = math.ceil(iters * cfg.training.epochs / cfg.training.grad_accum)
+        if cfg.training.max_steps is not None:
+            total_steps = min(total_steps, cfg.training.max_steps)
         stopped = None
         display = _Display(self, total_steps) if self._main and self.show_progress else None
         keys_file = (
             open(self.out / f"rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115 - closed below
-            if cfg.rank_logs
+            if cfg.logging.rank_logs
             else None
         )
         try:
             if display:
                 display.start()
-            while self.state.epoch < cfg.epochs and stopped is None:
+            while self.state.epoch < cfg.training.epochs and stopped is None:
                 stopped = self._epoch(
                     accelerator,
                     model,
@@ -433,7 +455,7 @@ class Trainer:
         if stopped is None or stopped == "max_steps":
             self._save_model(accelerator, model, self.out / "model.pt")
         self._log({"event": "end", "iteration": self.state.iteration, "stopped": stopped})
-        if cfg.tensorboard:
+        if cfg.logging.tensorboard:
             accelerator.end_training()
         accelerator.wait_for_everyone()
         if accelerator.num_processes > 1 and torch.distributed.is_initialized():
@@ -493,10 +515,10 @@ class Trainer:
                 st.skipped_steps += 1
                 self._say(
                     f"[yellow]warning:[/] non-finite loss at iteration {st.iteration}; step skipped "
-                    f"({st.bad_steps} in a row, stop after {cfg.max_bad_steps})"
+                    f"({st.bad_steps} in a row, stop after {cfg.training.max_bad_steps})"
                 )
                 self._log({"event": "nonfinite", "iteration": st.iteration, "in_a_row": st.bad_steps})
-                if st.bad_steps >= cfg.max_bad_steps:
+                if st.bad_steps >= cfg.training.max_bad_steps:
                     self._say(
                         f"[bold red]stopped:[/] {st.bad_steps} non-finite losses in a row at iteration "
                         f"{st.iteration}; the last good checkpoint is in {self.out / 'checkpoints'} — lower "
@@ -511,7 +533,7 @@ class Trainer:
                 st.optimizer_steps += 1
             if display:
                 display.update(st, loss=loss, sigma=sigma, lrs=optimizer.param_groups)
-            if st.iteration % cfg.log_every == 0 or st.epoch_iter == iters:
+            if st.iteration % cfg.logging.log_every == 0 or st.epoch_iter == iters:
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "event": "train",
@@ -539,15 +561,21 @@ class Trainer:
                 )
                 window_start, wait, compute, clips, losses = time.perf_counter(), 0.0, 0.0, 0, []
                 window_steps = st.optimizer_steps
-            if stepped and cfg.max_steps is not None and st.optimizer_steps >= cfg.max_steps:
+            if (
+                stepped
+                and cfg.training.max_steps is not None
+                and st.optimizer_steps >= cfg.training.max_steps
+            ):
                 self._save(accelerator, model, reason="max_steps")
                 return "max_steps"
-            every = cfg.checkpoint_every and st.optimizer_steps % cfg.checkpoint_every == 0
+            every = (
+                cfg.checkpoint.checkpoint_every and st.optimizer_steps % cfg.checkpoint.checkpoint_every == 0
+            )
             if stepped and every and st.epoch_iter < iters:  # the epoch end saves anyway
                 self._save(accelerator, model, reason="every")
         # epoch end: validate (when due), then checkpoint (after validation: its RNG use is replayed too)
-        last = st.epoch + 1 == cfg.epochs
-        due = val_loader is not None and ((st.epoch + 1) % cfg.eval_every == 0 or last)
+        last = st.epoch + 1 == cfg.training.epochs
+        due = val_loader is not None and ((st.epoch + 1) % cfg.eval.eval_every == 0 or last)
         st.epoch += 1
         st.epoch_iter = 0
         extra: dict[str, Any] = {}
@@ -626,5 +654,5 @@ class _Display:
 def train(
     cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True
 ) -> TrainResult:
-    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.out`` holds a checkpoint."""
+    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.checkpoint.out`` holds a checkpoint."""
     return Trainer(cfg, resume=resume, console=console, progress=progress).fit()
