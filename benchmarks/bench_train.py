@@ -65,14 +65,14 @@ def config_for(name: str, zoo: bool, data: str = ""):
 
 
 class Runner:
-    """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `Trainer.train_step`."""
+    """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `stts.engine.train_step`."""
 
     def __init__(self, name: str, zoo: bool, accelerator, device):
         import torch
 
         from pipelines.mixup import MVIT_MIXUP, MixUp
-        from stts.engine import Trainer
         from stts.engine.optim import param_groups
+        from stts.engine.trainer import TrainRun
         from stts.registry import build_model, input_shape
 
         self.name, self.device = name, device
@@ -94,8 +94,9 @@ class Runner:
             self.mixup = MixUp(
                 replace(MVIT_MIXUP, num_classes=NUM_CLASSES, label_smoothing=self.cfg.loss.label_smoothing)
             )
-        self.trainer = SimpleNamespace(cfg=self.cfg)  # what `Trainer.train_step` reads of its trainer
-        self.step_fn = Trainer.train_step
+        self.run = TrainRun(cfg=self.cfg, accelerator=accelerator, model=self.model, optimizer=self.optimizer,
+                            mixup=self.mixup, bare=model)  # fmt: skip
+
         self.clips = self.cfg.training.batch_size * self.cfg.training.num_sample
         self.shape = input_shape(model, batch=self.clips)
         gen = torch.Generator().manual_seed(0)
@@ -105,11 +106,12 @@ class Runner:
 
     def step(self, batch=None) -> float:
         """Seconds of one training step (synthetic clips unless a loader's batch is given)."""
+        from stts.engine.trainer import train_step
+
         t0 = time.perf_counter()
-        loss = self.step_fn(self.trainer, self.accelerator, self.model, self.optimizer, batch or self.batch,
-                            self.mixup)  # fmt: skip
+        result = train_step(self.run, batch or self.batch)
         sync(self.device)
-        if loss is None:
+        if result.loss is None:
             raise RuntimeError(f"{self.name}: non-finite loss on synthetic data")
         return time.perf_counter() - t0
 
