@@ -137,14 +137,13 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
 
 def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
     from pipelines import build_loader
-    from stts.evaluate import evaluate, write_results
-    from stts.registry import model_from_checkpoint, spec_of
-
-    from .eval import eval_recipe, shard_classes
+    from stts.data import shard_classes
+    from stts.evaluate import eval_specs, evaluate, write_results
+    from stts.registry import model_from_checkpoint
 
     classes = shard_classes(data, "val")
     model, _ = model_from_checkpoint(checkpoint)
-    clip, aug = eval_recipe(model, spec_of(model).name, plan.eval_views)
+    clip, aug = eval_specs(model, views=plan.eval_views)
     loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False)
     result = evaluate(model, loader, classes=classes)
     write_results(result, out)
@@ -239,7 +238,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
         res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval")
         rows.append((run, res))
         console.print(f"{run.label}: top-1 {_pct(res.top1)}")
-    from .eval import shard_classes
+    from stts.data import shard_classes
 
     chance = 1.0 / len(shard_classes(data, "val"))
     console.print(_table(rows, chance))

@@ -44,6 +44,8 @@ from .explain import box_centre, explain, point_in_box, slice_hit_fraction, view
 
 __all__ = [
     "AGGREGATIONS",
+    "eval_specs",
+    "load_eval_model",
     "ClassRow",
     "EvalResult",
     "SelectionPrecision",
@@ -184,6 +186,62 @@ def write_results(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path,
     _atomic_write(js, json.dumps(result.to_dict(), indent=1) + "\n")
     _atomic_write(cs, result.per_class_csv())
     return js, cs
+
+
+# ------------------------------------------------------------------------------------- model and recipe
+
+
+def load_eval_model(
+    checkpoint: str | os.PathLike | None,
+    model_name: str | None,
+    classes: list[str],
+    strategy: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model, checkpoint meta) to evaluate on a dataset of ``classes``: an stts checkpoint (its model
+    rebuilt from its config), an official file with the zoo ``model_name``, or the zoo model with fresh
+    weights when no checkpoint is given. ``strategy`` overrides the selection (random / uniform controls).
+    Raises ValueError or `stts.checkpoint.CheckpointError` with a one-line reason."""
+    from .registry import build_model, family_of, model_from_checkpoint
+
+    overrides: dict[str, Any] = {"strategy": strategy} if strategy else {}
+    if model_name is not None:
+        family_of(model_name)  # an unknown name fails before any file is read
+    if checkpoint is None:
+        if model_name is None:
+            raise ValueError(
+                "give --checkpoint PATH (an stts checkpoint, or an official file with --model NAME)"
+            )
+        return build_model(model_name, num_classes=len(classes), **overrides), {}
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ValueError(f"checkpoint {checkpoint}: no such file")
+    if model_name is not None:
+        overrides["num_classes"] = len(classes)
+    model, meta = model_from_checkpoint(checkpoint, name=model_name, **overrides)
+    saved = meta.get("classes")
+    if saved is not None and len(saved) != len(classes):
+        raise ValueError(
+            f"{checkpoint} was trained on {len(saved)} classes, the shards have {len(classes)}: "
+            "evaluate on shards of the same dataset"
+        )
+    if model.cfg.num_classes != len(classes):
+        raise ValueError(
+            f"{checkpoint} predicts {model.cfg.num_classes} classes, the shards have {len(classes)}: "
+            "evaluate on shards of the same dataset"
+        )
+    return model, meta
+
+
+def eval_specs(model: nn.Module, recipe: str | None = None, views: tuple[int, int] | None = None):
+    """``(ClipSpec, AugmentSpec)`` of a family's evaluation protocol (default: the model's family's recipe)
+    fitted to the model's input (`pipelines.recipes.recipe_for_model`); ``views`` (clips, crops) instead of
+    the recipe's."""
+    from pipelines.recipes import recipe_for_model
+
+    from .registry import family_spec, spec_of
+
+    spec = family_spec(recipe) if recipe is not None else spec_of(model)
+    return recipe_for_model(model, family=spec.recipe.clip, views=views)
 
 
 # ------------------------------------------------------------------------------------------ ground truth

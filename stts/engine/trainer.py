@@ -157,16 +157,6 @@ class TrainRun:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def read_classes(data: str | os.PathLike) -> list[str]:
-    manifest = Path(data) / "manifest.json"
-    if not manifest.is_file():
-        raise TrainError(f"{data}: no manifest.json; build shards first with `stts shard --out {data} ...`")
-    classes = json.loads(manifest.read_text()).get("classes")
-    if not classes:
-        raise TrainError(f"{manifest} lists no classes; rebuild the shards with `stts shard`")
-    return list(classes)
-
-
 def specs_for(cfg: TrainConfig, model, *, train: bool):
     """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input, with ``cfg.clip`` / ``cfg.aug``;
     validation uses the recipe's validation clips (`Recipe.val_clip`) at ``cfg.eval.val_views``."""
@@ -290,7 +280,12 @@ class Trainer:
             raise TrainError("no data: give --data SHARDS (a folder made by `stts shard`)")
         self.cfg = cfg
         self.out = Path(cfg.checkpoint.out)
-        self.classes = read_classes(cfg.data.shards)
+        from stts.data import DataError, shard_classes
+
+        try:
+            self.classes = shard_classes(cfg.data.shards, cfg.data.train_split)
+        except DataError as err:
+            raise TrainError(str(err)) from None
         self.console = console
         self.show_progress = progress
         self._resume_request = resume
