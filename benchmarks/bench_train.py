@@ -71,8 +71,9 @@ class Runner:
         import torch
 
         from pipelines.mixup import MVIT_MIXUP, MixUp
+        from stts.engine.guard import NonFiniteGuard, supports_deferred_skip
         from stts.engine.optim import param_groups
-        from stts.engine.trainer import TrainRun
+        from stts.engine.trainer import TrainRun, _adamw
         from stts.registry import build_model, input_shape
 
         self.name, self.device = name, device
@@ -83,9 +84,7 @@ class Runner:
         groups = param_groups(model, self.cfg)
         for g in groups:
             g["lr"] = self.cfg.optim.lr * g["lr_mult"]
-        opt = torch.optim.AdamW(
-            groups, lr=self.cfg.optim.lr, betas=self.cfg.optim.betas, eps=self.cfg.optim.eps
-        )
+        opt = _adamw(groups, self.cfg, fused=True)  # what `stts train` builds
         self.model, self.optimizer = accelerator.prepare(model, opt)
         self.bare = model
         self.accelerator = accelerator
@@ -94,8 +93,9 @@ class Runner:
             self.mixup = MixUp(
                 replace(MVIT_MIXUP, num_classes=NUM_CLASSES, label_smoothing=self.cfg.loss.label_smoothing)
             )
+        guard = NonFiniteGuard(device, 5, deferred=supports_deferred_skip(self.optimizer, "no"))
         self.run = TrainRun(cfg=self.cfg, accelerator=accelerator, model=self.model, optimizer=self.optimizer,
-                            mixup=self.mixup, bare=model)  # fmt: skip
+                            guard=guard, mixup=self.mixup, bare=model)  # fmt: skip
 
         self.clips = self.cfg.training.batch_size * self.cfg.training.num_sample
         self.shape = input_shape(model, batch=self.clips)
@@ -111,7 +111,7 @@ class Runner:
         t0 = time.perf_counter()
         result = train_step(self.run, batch or self.batch)
         sync(self.device)
-        if result.loss is None:
+        if not bool(result.finite):
             raise RuntimeError(f"{self.name}: non-finite loss on synthetic data")
         return time.perf_counter() - t0
 
