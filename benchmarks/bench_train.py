@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,12 @@ class Runner:
         return time.perf_counter() - t0
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def threads() -> int:
     import torch
 
@@ -132,7 +139,8 @@ def sync(device) -> None:
 def make_accelerator():
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="no", gradient_accumulation_steps=1)
+    # the CPU rows: fp32 on the CPU even where a GPU exists (the GPU rows are `gpu_rows`)
+    return Accelerator(mixed_precision="no", gradient_accumulation_steps=1, cpu=True)
 
 
 def rss_mib() -> float:
@@ -233,6 +241,133 @@ def data_wait(runner: Runner, shards: Path, steps: int) -> dict:
             "clips_per_s": steps * runner.clips / (wait + compute), "decoder": decoder}  # fmt: skip
 
 
+# -------------------------------------------------------------------------------------------- GPU rows
+
+
+def make_h264_shards(videos: int, workers: int) -> Path:
+    """What a Kinetics run on a GPU reads: bench_shard's Kinetics-like corpus (480x360 H.264, 30 fps, 10 s)
+    re-encoded by `stts shard --reencode` at its defaults (H.264 with B-frames, GOP 16, short side 320),
+    built once into .cache/bench/."""
+    from bench_shard import make_corpus
+
+    from shards.build import ShardConfig, build_shards
+    from shards.reencode import ReencodeSpec
+
+    root = make_corpus(videos, 10.0)
+    out = CACHE / f"train_shards_h264_gop16_{videos}"
+    if (out / ".complete").exists():
+        return out
+    cfg = ShardConfig(src="kinetics400", root=str(root), split="train", out=str(out), probe="fast",
+                      workers=workers, reencode=ReencodeSpec(short_side=320, gop=16, codec="h264"),
+                      fsync=False, overwrite=True)  # fmt: skip
+    build_shards(cfg)
+    (out / ".complete").touch()
+    return out
+
+
+def real_run(name: str, shards: Path, *, warmup: int, steps: int, window: int, decoder: str) -> dict:
+    """`stts train` itself (`stts.engine.train`) for ``warmup + steps`` iterations of the family's recipe:
+    its per-process batch and augmentation through `build_loader`, bf16 autocast (the CUDA default), fused
+    AdamW, the step without host syncs; one optimizer step per iteration (``grad_accum`` 1). The figures
+    are the trainer's own logging windows after the warm-up (its data wait: CUDA events on the training
+    stream, `stts.engine.meter`)."""
+    import tempfile
+
+    import torch
+
+    from stts.engine import apply_settings, recipe_for, train
+    from stts.registry import family_of
+    from stts.runtime import resolve_precision
+
+    out = Path(tempfile.mkdtemp(prefix=f"bench-train-{name}-"))
+    settings = {
+        "model.name": name, "data.shards": str(shards), "decoder": decoder, "grad_accum": 1,
+        "max_steps": warmup + steps, "epochs": 100, "val_split": None, "tensorboard": False,
+        "log_every": window, "checkpoint_every": 0, "out": str(out), "num_threads": 4,
+    }  # fmt: skip
+    cfg = apply_settings(recipe_for(family_of(name)), settings)
+    cuda = torch.cuda.is_available()  # (a CPU runs this path too: tests/cli/test_bench.py)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = train(cfg, resume=False, progress=False)
+    wall = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    windows = [e for e in log if e["event"] == "train" and e["iteration"] > warmup]
+    if result.stopped != "max_steps" or not windows:
+        raise RuntimeError(f"{name}: the run stopped at {result.state.iteration} ({result.stopped})")
+    times = [window / e["steps_per_s"] for e in windows]
+    total, timed = sum(times), window * len(windows)
+    clips = cfg.training.batch_size * cfg.training.num_sample
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "model": name, "clips_per_step": clips, "steps": timed, "s_per_step": total / timed,
+        "clips_per_s": clips * timed / total,
+        "data_wait": sum(e["data_wait"] * t for e, t in zip(windows, times, strict=True)) / total,
+        "data_wait_measured_by": windows[-1].get("data_wait_measured_by"), "peak_gpu_mib": peak,
+        "precision": resolve_precision(cfg.system.mixed_precision, "cuda" if cuda else "cpu"),
+        "decoder": decoder,
+        "run_s": wall, "losses": [e["loss"] for e in windows],
+    }  # fmt: skip
+
+
+def gpu_main(args) -> None:
+    import torch
+
+    t_start = time.perf_counter()
+    pairs = DEBUG_PAIRS if args.quick else ZOO_PAIRS
+    steps = args.steps or (10 if args.quick else 40)
+    warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
+    window = 5
+    steps = -(-steps // window) * window
+    warmup = -(-warmup // window) * window
+    videos = args.videos or (16 if args.quick else 128)
+    shards = make_h264_shards(videos, workers=min(16, os.cpu_count() or 1))
+    print(f"shards ready at {time.perf_counter() - t_start:.0f} s: {shards}", flush=True)
+    rows = {}
+    for base, sel in pairs:
+        for name in (base, sel):
+            rows[name] = real_run(
+                name, shards, warmup=warmup, steps=steps, window=window, decoder=args.decoder
+            )
+            r = rows[name]
+            print(f"{name}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.1f} clips/s, data wait "
+                  f"{r['data_wait']:.1%}, peak {r['peak_gpu_mib'] or 0:,.0f} MiB", flush=True)  # fmt: skip
+    info = machine()
+    goal = rows.get("mvit_b_16x4_t0.6_s0.9")
+    lines = [
+        f"{torch.cuda.get_device_name(0)}; `stts train` itself (`stts.engine.train`) per model: the family "
+        f"recipe's per-process batch and full augmentation through `build_loader` (decoder {args.decoder}) "
+        f"from {videos} H.264 videos re-encoded with `stts shard --reencode` defaults (GOP 16, B-frames, short "
+        "side 320), bf16 autocast, fused AdamW, grad_accum 1 (one optimizer step per iteration); "
+        f"{warmup} warm-up iterations, then {steps} timed (the trainer's own logging windows of {window}). "
+        "Data wait: CUDA events on the training stream around each `next()` (`stts.engine.meter`). Memory: "
+        "`torch.cuda.max_memory_allocated` over the run.",
+        "",
+        "| model | clips/step | s/step | clips/s | speed-up | data wait | peak GPU MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for base, sel in pairs:
+        for name in (base, sel):
+            r = rows[name]
+            speed = rows[base]["s_per_step"] / r["s_per_step"]
+            mem = "n/a" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:,.0f}"
+            lines.append(f"| {name} | {r['clips_per_step']} | {r['s_per_step']:.3f} | {r['clips_per_s']:.1f} | "
+                         f"{speed:.2f}x | {r['data_wait']:.1%} | {mem} |")  # fmt: skip
+    if goal is not None:
+        verdict = "met" if goal["data_wait"] < 0.05 else "NOT met"
+        lines += ["", f"Goal: < 5 % of step time waiting for data while training mvit_b_16x4_t0.6_s0.9: "
+                      f"{goal['data_wait']:.1%} — {verdict}."]  # fmt: skip
+    results = {"device": "cuda", "quick": args.quick, "warmup": warmup, "steps": steps, "videos": videos,
+               "shards": str(shards), "rows": rows, "seconds": time.perf_counter() - t_start}  # fmt: skip
+    md = "\n".join(lines)
+    path = write_result("train", info, results, md, args.out)
+    print(md)
+    print(f"\nwritten: {path}")
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -246,6 +381,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loader-steps", type=int, default=None, help="loader-fed steps (default 8, zoo 2)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
     ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    ap.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="cuda: the GPU rows (real loader, bf16, zoo pairs); cpu: the CPU rows; auto: cuda if present",
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="cuda: timed iterations per model (default 40; quick 10)"
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="cuda: iterations before timing (default 10; quick 5)"
+    )
+    ap.add_argument(
+        "--videos", type=int, default=None, help="cuda: videos in the H.264 shards (default 128; quick 16)"
+    )
+    ap.add_argument(
+        "--decoder", default="dali-gpu", help="cuda: the loader's decoder (default dali-gpu, NVDEC)"
+    )
     ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one model's memory, in a fresh process
     ap.add_argument("--zoo", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -255,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.probe:
         print(json.dumps(probe(args.probe, args.zoo)))
+        return
+    if args.device == "cuda" or args.device == "auto" and _cuda():
+        gpu_main(args)
         return
     rounds = args.rounds or (1 if args.quick else 3)
     loader_steps = args.loader_steps or (2 if args.quick else 8)

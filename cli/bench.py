@@ -110,6 +110,10 @@ def headline(name: str, results: dict) -> list[str]:
             if wait is not None:
                 text += f", data wait {wait:.0%}"
             out.append(text)
+        for model, r in (results.get("rows") or {}).items():  # the GPU rows (bench_train --device cuda)
+            mem = "" if r.get("peak_gpu_mib") is None else f", {r['peak_gpu_mib']:,.0f} MiB"
+            out.append(f"{model}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.1f} clips/s, "
+                       f"data wait {r['data_wait']:.1%}{mem}")  # fmt: skip
         out += [f"note: {n}" for n in results.get("notes") or []]
     return out
 
