@@ -2,16 +2,23 @@
 DeepSpeed ZeRO-1/2 as an option.
 
 Every process builds its own loader over its own slice of the shards (`pipelines.build_loader` with
-``rank``/``world_size``): nothing is dispatched from rank 0. The loop (`Trainer.fit`) is short; one
-iteration is `Trainer.train_step`. What holds after each stage of an iteration:
+``rank``/``world_size``): nothing is dispatched from rank 0. `Trainer.fit` sets a run up (`TrainRun`) and
+loops over epochs; an epoch (`Trainer._epoch`) is a short loop over named steps, each with what holds after
+it:
 
-1. batch: ``batch_size · num_sample`` clips on the device, normalised, (B, 3, T, H, W);
-2. σ and every group's lr set for this iteration (`stts.engine.optim.Schedule`);
-3. mixup/cutmix (MViT recipe) → soft targets; forward; loss;
-4. a non-finite loss on any rank skips the iteration on every rank (gradients of the accumulation window
-   dropped), ``max_bad_steps`` in a row stop the run with the last good checkpoint intact;
-5. backward through `accelerator.accumulate` (loss / grad_accum; DDP sync and the optimizer step only at
-   the window's last iteration), clipping by global norm, optimizer step.
+1. `_batches`: the next ``batch_size · num_sample`` clips on the device, normalised, (B, 3, T, H, W); the
+   time spent waiting for them metered (`stts.engine.meter`: CUDA events on a GPU);
+2. `_set_schedule`: σ of the selectors and every group's lr for this iteration (`Schedule`);
+3. `train_step`: mixup/cutmix (MViT recipe) → soft targets; forward (bf16 autocast by default on CUDA);
+   loss; backward through `accelerator.accumulate` (loss / grad_accum; DDP sync and the optimizer step only
+   at the window's last iteration), clipping by global norm, the fused AdamW step — all without a host
+   sync: a loss that is not finite on some rank is skipped on every rank on the device
+   (`stts.engine.guard`);
+4. `_account`: counters; the guard's flags are read (`_settle`) only where a decision needs them, and
+   ``max_bad_steps`` non-finite losses in a row stop the run with the last good checkpoint intact;
+5. `_log_window`: every ``log_every`` iterations, metrics.jsonl, TensorBoard and the progress line;
+6. `_checkpoint_if_due`: ``max_steps`` and ``checkpoint_every``;
+and at the epoch's end `_end_epoch`: validation when due, ``model.pt``, ``best.pt``, a checkpoint.
 
 Checkpoints (``RUN/checkpoints/step-XXXXXXXX/``: Accelerate's state — model, optimizer, grad scaler, every
 rank's RNG — plus ``trainer_state.json``: iteration, epoch, position in the epoch, best top-1) are written
