@@ -1,14 +1,16 @@
 """Inference speed of each zoo entry beside its baseline, with the FLOPs ratio (eval, one view per clip).
 
 On a CPU: batch 1, fp32 (the rows kept since the first version). On CUDA (``--device cuda``, or ``auto``
-where a GPU exists): bf16 autocast (what `stts eval` uses there), TF32, batches of 16 clips, 10 forwards
-per round timed between two synchronisations.
+where a GPU exists): bf16 autocast (what `stts eval` uses there), TF32, batches of 16 clips, each forward
+timed between two synchronisations. ``--models a,b,...`` times these instead of a family (the first is
+the baseline); ``--dtype float32|bfloat16|float16`` is ``--precision no|bf16|fp16``.
 
 Goal: the measured speed-up over the baseline reaches >= 80 % of the FLOPs ratio (e.g.
 `mvit_b_16x4_t0.4_s0.6` >= 3.0x `mvit_b_16x4`). Every model of a family is timed in the same run,
 interleaved round by round so that drifts of the machine hit all of them alike.
 
     python benchmarks/bench_inference.py [--family mvit|swin|all] [--rounds 3] [--device auto|cpu|cuda]
+        [--batch N] [--precision auto|no|bf16|fp16] [--models a,b] [--out DIR]
 """
 
 from __future__ import annotations
@@ -60,28 +62,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                    help="cuda: the GPU rows (bf16, batched); auto: cuda if present")  # fmt: skip
+    ap.add_argument("--device", default="auto",
+                    help="auto (cuda if present), cpu, cuda, cuda:1 ...: on CUDA the GPU rows (bf16, batched)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=None, help="clips per forward (default: CPU 1, CUDA 16)")
     ap.add_argument("--precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
                     help="autocast (default auto: bf16 on CUDA, fp32 on the CPU)")  # fmt: skip
-    ap.add_argument("--iters", type=int, default=None, help="forwards per round (default: CPU 1, CUDA 10)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                    help="the same as --precision no / bf16 / fp16")  # fmt: skip
+    ap.add_argument("--iters", type=int, default=1, help="forwards per timed round (default 1)")
+    ap.add_argument("--models", default=None, help="comma list, the baseline first (instead of --family)")
     args = ap.parse_args(argv)
-    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if use_cuda else "cpu")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    use_cuda = device.type == "cuda"
     batch = args.batch or (16 if use_cuda else 1)
-    iters = args.iters or (10 if use_cuda else 1)
+    iters = args.iters
+    if args.dtype is not None:
+        args.precision = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[args.dtype]
     precision = resolve_precision(args.precision, device)
     if use_cuda:
         allow_tf32(True)
     timed = _timer(device)
-    families = list(FAMILIES) if args.family == "all" else [args.family]
+    groups = (
+        {"models": args.models.split(",")}
+        if args.models
+        else {f: FAMILIES[f] for f in (list(FAMILIES) if args.family == "all" else [args.family])}
+    )
     torch.manual_seed(0)
     results = {"threads": torch.get_num_threads(), "rounds": args.rounds, "device": device.type,
                "batch": batch, "iters": iters, "precision": precision, "models": {}}  # fmt: skip
     where = (
         f"CUDA ({torch.cuda.get_device_name(device)}), batch {batch}, {precision} autocast, TF32 on, "
-        f"{iters} forwards per round"
+        f"{iters} forward{'s' * (iters > 1)} per round"
         if use_cuda
         else f"CPU, batch {batch}, {'fp32' if precision == 'no' else precision + ' autocast'}"
     )
@@ -92,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         "| model | GFLOPs (fvcore) | s / clip | clips/s | speed-up | FLOPs ratio | speed-up / FLOPs ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for family in families:
-        names = FAMILIES[family]
+    for names in groups.values():
         models = {n: stts.build_model(n).eval() for n in names}
         flops = {n: gflops(m, stts.input_shape(m)) for n, m in models.items()}  # per clip, on the CPU
         models = {n: m.to(device) for n, m in models.items()}

@@ -29,8 +29,9 @@ QUICK_OUT = ROOT / ".cache" / "bench" / "results-quick"
 QUICK_ARGS = {
     "shard": ["--videos", "4", "--seconds", "2", "--repeats", "1"],
     "loader": ["--quick"],
-    "inference": ["--family", "mvit", "--rounds", "1"],
-    "train": ["--quick"],
+    # the CPU rows on any machine: a smoke run is the same everywhere (the GPU rows: bench_*.py --device cuda)
+    "inference": ["--family", "mvit", "--rounds", "1", "--device", "cpu"],
+    "train": ["--quick", "--device", "cpu"],
 }
 WRITES_IN_QUICK = {"shard", "inference", "train"}
 
@@ -110,10 +111,6 @@ def headline(name: str, results: dict) -> list[str]:
             if wait is not None:
                 text += f", data wait {wait:.0%}"
             out.append(text)
-        for model, r in (results.get("rows") or {}).items():  # the GPU rows (bench_train --device cuda)
-            mem = "" if r.get("peak_gpu_mib") is None else f", {r['peak_gpu_mib']:,.0f} MiB"
-            out.append(f"{model}: {r['s_per_step']:.3f} s/step, {r['clips_per_s']:.1f} clips/s, "
-                       f"data wait {r['data_wait']:.1%}{mem}")  # fmt: skip
         out += [f"note: {n}" for n in results.get("notes") or []]
     return out
 
