@@ -29,8 +29,9 @@ QUICK_OUT = ROOT / ".cache" / "bench" / "results-quick"
 QUICK_ARGS = {
     "shard": ["--videos", "4", "--seconds", "2", "--repeats", "1"],
     "loader": ["--quick"],
-    "inference": ["--family", "mvit", "--rounds", "1"],
-    "train": ["--quick"],
+    # the CPU rows on any machine: a smoke run is the same everywhere (the GPU rows: bench_*.py --device cuda)
+    "inference": ["--family", "mvit", "--rounds", "1", "--device", "cpu"],
+    "train": ["--quick", "--device", "cpu"],
 }
 WRITES_IN_QUICK = {"shard", "inference", "train"}
 

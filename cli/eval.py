@@ -39,6 +39,9 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Views per batch.")] = 8,
     decoder: Annotated[str, typer.Option(help="auto, dali-gpu, dali-cpu or pyav.")] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when available).")] = "auto",
+    mixed_precision: Annotated[
+        str, typer.Option(help="auto (bf16 on a CUDA GPU that has it, else fp32), no, bf16 or fp16.")
+    ] = "auto",
     out: Annotated[
         Path | None, typer.Option(help="Write eval.json and per_class.csv into this folder.")
     ] = None,
@@ -63,6 +66,10 @@ def eval_cmd(
         fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(list_families())}")
     if batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
+    from stts.runtime import PRECISIONS
+
+    if mixed_precision not in PRECISIONS:
+        fail(f"unknown --mixed-precision {mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
     try:
         view_counts = parse_views(views)
         classes = shard_classes(data, split)
@@ -83,7 +90,7 @@ def eval_cmd(
         fail(str(err).strip("'\""))
     net = net.to(device)
     show = not as_json and rank == 0
-    result = _run(evaluate, net, loader, classes, recipe, show)
+    result = _run(evaluate, net, loader, classes, recipe, show, mixed_precision)
     if rank != 0:
         return
     if out is not None:
@@ -97,9 +104,9 @@ def eval_cmd(
     _print(result, recipe, clip, out)
 
 
-def _run(evaluate, net, loader, classes, recipe, show):
+def _run(evaluate, net, loader, classes, recipe, show, precision):
     if not show:
-        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe)
+        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe, precision=precision)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -111,6 +118,7 @@ def _run(evaluate, net, loader, classes, recipe, show):
             classes=classes,
             recipe_aggregation=recipe,
             on_batch=lambda n: progress.advance(task, n),
+            precision=precision,
         )
 
 

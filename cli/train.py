@@ -87,7 +87,19 @@ def train(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding threads/processes per process.")] = None,
     decoder: Annotated[str | None, typer.Option(help="auto, dali-gpu, dali-cpu or pyav.")] = None,
-    mixed_precision: Annotated[str | None, typer.Option(help="no, bf16 or fp16.")] = None,
+    mixed_precision: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (default: bf16 autocast on a CUDA GPU that supports it, fp32 on a CPU), no, bf16, fp16."
+        ),
+    ] = None,
+    compile_: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (minutes at the first step; for long GPU runs).",
+        ),
+    ] = None,
     deepspeed: Annotated[
         Path | None, typer.Option(help="DeepSpeed JSON config (ZeRO through Accelerate).")
     ] = None,
@@ -128,6 +140,7 @@ def train(
         "num_threads": workers,
         "decoder": decoder,
         "mixed_precision": mixed_precision,
+        "compile": compile_,
         "deepspeed": str(deepspeed) if deepspeed else None,
         "zero": zero,
         "seed": seed,

@@ -331,6 +331,7 @@ def evaluate(
     ground_truth: Mapping[str, Mapping[str, Any]] | None = None,
     selection_metrics: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    precision: str = "auto",
 ) -> EvalResult:
     """Evaluate ``model`` on every `Batch` of ``loader`` (an eval loader: `pipelines.build_loader(...,
     train=False)`, or any iterable of objects with ``video``, ``label``, ``key``, ``view``).
@@ -343,6 +344,9 @@ def evaluate(
     ground_truth: key → sample metadata for selection precision; by default read from the loader's tars
         (``loader.tars``) when the loader has a ``clip`` spec and ``views`` and the model has selectors.
     on_batch: called with the number of views of each batch (progress).
+    precision: autocast of the forward passes: ``"auto"`` (bf16 on a CUDA GPU that supports it, fp32
+        elsewhere: `stts.runtime.resolve_precision`), ``"no"``, ``"bf16"`` or ``"fp16"``; the softmax and
+        everything after it run in fp32 either way.
     """
     inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
     if recipe_aggregation is None:
@@ -366,12 +370,12 @@ def evaluate(
     selectors = list(getattr(inner, "selectors", lambda: [])())
     spec = getattr(loader, "clip", None)
     views_of = getattr(loader, "views", None)
-    precision = None
+    selection_acc = None
     if selection_metrics and selectors and spec is not None and views_of is not None:
         if ground_truth is None and getattr(loader, "tars", None):
             ground_truth = read_ground_truth(loader.tars)
         if ground_truth and any(_has_truth(m) for m in ground_truth.values()):
-            precision = SelectionPrecision(strategy=selectors[0].strategy)
+            selection_acc = SelectionPrecision(strategy=selectors[0].strategy)
 
     probs: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -381,17 +385,22 @@ def evaluate(
     model.eval()
     start = time.perf_counter()
     try:
+        from .runtime import autocast, resolve_precision
+
+        amp = resolve_precision(precision, device)
         with torch.inference_mode():
             for batch in loader:
                 video = batch.video.to(device, non_blocking=True)
-                p = torch.softmax(model(video).float(), dim=-1).cpu()
+                with autocast(device, amp):
+                    logits = model(video)
+                p = torch.softmax(logits.float(), dim=-1).cpu()
                 if p.shape[1] != num_classes:
                     raise ValueError(
                         f"the model predicts {p.shape[1]} classes, the dataset has {num_classes}"
                     )
                 label = [int(v) for v in torch.as_tensor(batch.label).tolist()]
                 view = [int(v) for v in torch.as_tensor(batch.view).tolist()]
-                chosen = explain(model) if precision is not None else None
+                chosen = explain(model) if selection_acc is not None else None
                 for i, key in enumerate(batch.key):
                     if not 0 <= label[i] < num_classes:
                         raise ValueError(f"{key}: label {label[i]} outside the {num_classes} classes")
@@ -401,7 +410,7 @@ def evaluate(
                     meta = ground_truth.get(key) if chosen is not None else None
                     if _has_truth(meta):
                         clip_idx, crop_idx = views_of[view[i]]
-                        _score_view(chosen[i], meta, spec, clip_idx, crop_idx, precision)
+                        _score_view(chosen[i], meta, spec, clip_idx, crop_idx, selection_acc)
                 num_views += len(batch.key)
                 if on_batch is not None:
                     on_batch(len(batch.key))
@@ -419,12 +428,12 @@ def evaluate(
             "views": num_views,
             "seconds": seconds,
             "skipped": skipped,
-            "precision": None if precision is None else asdict(precision),
+            "precision": None if selection_acc is None else asdict(selection_acc),
         }
         gathered: list[Any] = [None] * world
         torch.distributed.all_gather_object(gathered, mine)
         probs, counts, labels, num_views, skipped = {}, {}, {}, 0, 0
-        precision = None
+        selection_acc = None
         for part in gathered:
             for key, (lab, pr, n) in part["videos"].items():
                 t = torch.tensor(pr)
@@ -435,15 +444,15 @@ def evaluate(
             skipped += part["skipped"]
             if part["precision"] is not None:
                 other = SelectionPrecision(**part["precision"])
-                if precision is None:
-                    precision = other
+                if selection_acc is None:
+                    selection_acc = other
                 else:
-                    precision.merge(other)
+                    selection_acc.merge(other)
         seconds = max(part["seconds"] for part in gathered)
 
     return _summarise(
         probs, counts, labels, classes, mode, name, num_views, skipped, seconds, gflops, flops_convention,
-        precision,
+        selection_acc,
     )  # fmt: skip
 
 

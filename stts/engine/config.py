@@ -76,7 +76,7 @@ __all__ = [
 #     scratch.
 LR_SCHEDULES = ("two_rate", "cosine_epoch", "cosine")
 LEGACY_LR_SCHEDULES = {"mvit": "two_rate", "swin": "cosine_epoch"}  # their names in older config.yaml
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")  # auto: bf16 on a CUDA GPU that has it, else no (stts.runtime)
 
 
 class ConfigError(ValueError):
@@ -488,11 +488,22 @@ class LossSection(_Section):
 
 @dataclass(frozen=True)
 class SystemSection(_Section):
-    """How the run uses the machine: ``mixed_precision`` (``no``, ``bf16``, ``fp16``); DeepSpeed through
-    Accelerate: ``zero`` 1 or 2 with the shipped configs, or ``deepspeed``, a JSON file."""
+    """How the run uses the machine.
+
+    mixed_precision: ``auto`` (bf16 autocast on a CUDA GPU that supports it, fp32 elsewhere:
+        `stts.runtime.resolve_precision`), ``no``, ``bf16`` or ``fp16``.
+    tf32: let fp32 matrix products and convolutions use TF32 on CUDA (`stts.runtime.allow_tf32`).
+    compile: `torch.compile` the model (the selectors' hard and perturbed top-k included); off by default:
+        the first step compiles for minutes (≈ 7.5 min for a debug MViT on a 2-core CPU) and the gain on a
+        CPU is small (≈ 18 % per step there); worth it for long GPU runs.
+    deepspeed / zero: DeepSpeed through Accelerate, ``zero`` 1 or 2 with the shipped configs, or
+        ``deepspeed``, a JSON file.
+    """
 
     NAME: ClassVar[str] = "system"
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
+    tf32: bool = True
+    compile: bool = False
     deepspeed: str | None = None
     zero: int = 0
 
@@ -584,6 +595,7 @@ RESUMABLE = frozenset(
         "logging.log_every",
         "data.num_threads",
         "data.decoder",
+        "system.compile",  # the same computation, compiled (equal up to the rounding of fused kernels)
     }
 )
 
@@ -642,12 +654,17 @@ class TrainConfig:
                 )
         return cls(**{name: SECTIONS[name].from_dict(data.get(name)) for name in SECTIONS})
 
-    def resolved(self) -> dict[str, Any]:
-        """`to_dict` with the defaults that follow the model filled in (``data.recipe``,
-        ``optim.param_groups``): what two configs must share to compute the same run."""
+    def resolved(self, device=None) -> dict[str, Any]:
+        """`to_dict` with the defaults that follow the model (``data.recipe``, ``optim.param_groups``) and, given
+        the ``device`` a run uses, the machine (``system.mixed_precision`` ``auto``) filled in: what two
+        configs must share to compute the same run."""
         out = self.to_dict()
         out["data"]["recipe"] = self.recipe
         out["optim"]["param_groups"] = self.optim.param_groups or self.family
+        if device is not None:
+            from stts.runtime import resolve_precision
+
+            out["system"]["mixed_precision"] = resolve_precision(self.system.mixed_precision, device)
         return out
 
 

@@ -2,16 +2,23 @@
 DeepSpeed ZeRO-1/2 as an option.
 
 Every process builds its own loader over its own slice of the shards (`pipelines.build_loader` with
-``rank``/``world_size``): nothing is dispatched from rank 0. The loop (`Trainer.fit`) is short; one
-iteration is `Trainer.train_step`. What holds after each stage of an iteration:
+``rank``/``world_size``): nothing is dispatched from rank 0. `Trainer.fit` sets a run up (`TrainRun`) and
+loops over epochs; an epoch (`Trainer._epoch`) is a short loop over named steps, each with what holds after
+it:
 
-1. batch: ``batch_size · num_sample`` clips on the device, normalised, (B, 3, T, H, W);
-2. σ and every group's lr set for this iteration (`stts.engine.optim.Schedule`);
-3. mixup/cutmix (MViT recipe) → soft targets; forward; loss;
-4. a non-finite loss on any rank skips the iteration on every rank (gradients of the accumulation window
-   dropped), ``max_bad_steps`` in a row stop the run with the last good checkpoint intact;
-5. backward through `accelerator.accumulate` (loss / grad_accum; DDP sync and the optimizer step only at
-   the window's last iteration), clipping by global norm, optimizer step.
+1. `_batches`: the next ``batch_size · num_sample`` clips on the device, normalised, (B, 3, T, H, W); the
+   time spent waiting for them metered (`stts.engine.meter`: CUDA events on a GPU);
+2. `_set_schedule`: σ of the selectors and every group's lr for this iteration (`Schedule`);
+3. `train_step`: mixup/cutmix (MViT recipe) → soft targets; forward (bf16 autocast by default on CUDA);
+   loss; backward through `accelerator.accumulate` (loss / grad_accum; DDP sync and the optimizer step only
+   at the window's last iteration), clipping by global norm, the fused AdamW step — all without a host
+   sync: a loss that is not finite on some rank is skipped on every rank on the device
+   (`stts.engine.guard`);
+4. `_account`: counters; the guard's flags are read (`_settle`) only where a decision needs them, and
+   ``max_bad_steps`` non-finite losses in a row stop the run with the last good checkpoint intact;
+5. `_log_window`: every ``log_every`` iterations, metrics.jsonl, TensorBoard and the progress line;
+6. `_checkpoint_if_due`: ``max_steps`` and ``checkpoint_every``;
+and at the epoch's end `_end_epoch`: validation when due, ``model.pt``, ``best.pt``, a checkpoint.
 
 Checkpoints (``RUN/checkpoints/step-XXXXXXXX/``: Accelerate's state — model, optimizer, grad scaler, every
 rank's RNG — plus ``trainer_state.json``: iteration, epoch, position in the epoch, best top-1) are written
@@ -39,6 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import RESUMABLE, ConfigError, TrainConfig, load_config, save_config
+from .guard import NonFiniteGuard, supports_deferred_skip
+from .meter import WindowMeter
 from .optim import Schedule, param_groups
 
 __all__ = [
@@ -81,66 +90,27 @@ class TrainResult:
 
 @dataclass
 class StepResult:
-    """What `Trainer.train_step` reports: the loss (None: not finite on some rank, the step was skipped
-    everywhere) and whether an optimizer step was taken (the end of an accumulation window)."""
+    """What `train_step` reports, without waiting for the device: the loss (a 0-dim tensor), whether it was
+    finite on every rank (a 0-dim bool tensor where the skip happens on the device, else a bool) and whether
+    this iteration ended an accumulation window (an optimizer step unless skipped)."""
 
-    loss: float | None
+    loss: torch.Tensor
+    finite: torch.Tensor | bool
     stepped: bool
-
-
-class _Window:
-    """The running logging window: clips, the time spent waiting for batches and the time of the iterations'
-    own work (schedule, step, bookkeeping; not logging or checkpoints), losses."""
-
-    def __init__(self) -> None:
-        self.restart(None)
-
-    def restart(self, st: TrainState | None) -> None:
-        self.start = time.perf_counter()
-        self.steps_at_start = st.optimizer_steps if st is not None else 0
-        self.wait = self.compute = 0.0
-        self.clips = 0
-        self.losses: list[float] = []
-        self._mark = self.start
-
-    def wait_begins(self) -> None:
-        self._mark = time.perf_counter()
-
-    def wait_ends(self) -> None:
-        now = time.perf_counter()
-        self.wait += now - self._mark
-        self._mark = now
-
-    def step_done(self, clips: int) -> None:
-        self.compute += time.perf_counter() - self._mark
-        self.clips += clips
-
-    def record(self, st: TrainState, run: TrainRun) -> dict[str, Any]:
-        elapsed = time.perf_counter() - self.start
-        busy = self.wait + self.compute
-        return {
-            "event": "train",
-            "iteration": st.iteration,
-            "step": st.optimizer_steps,
-            "epoch": st.epoch + st.epoch_iter / len(run.loader),
-            "loss": sum(self.losses) / len(self.losses) if self.losses else None,
-            "sigma": run.sigma,
-            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(run.optimizer.param_groups)},
-            "clips_per_s": self.clips / elapsed if elapsed > 0 else None,
-            "steps_per_s": (st.optimizer_steps - self.steps_at_start) / elapsed if elapsed > 0 else None,
-            "data_wait": self.wait / busy if busy > 0 else 0.0,
-        }
 
 
 @dataclass
 class TrainRun:
-    """What one run holds while it trains (built by `Trainer._setup`; `Trainer.train_step` reads ``cfg``,
-    ``accelerator``, ``model``, ``optimizer`` and ``mixup``, so a benchmark can build one without a loader)."""
+    """What one run holds while it trains (built by `Trainer._setup`). `train_step` reads ``cfg``,
+    ``accelerator``, ``model``, ``optimizer``, ``mixup``, ``guard`` and ``precision``, so a benchmark can build
+    one without a loader."""
 
     cfg: TrainConfig
     accelerator: Any
     model: Any  # as prepared by Accelerate (DDP-wrapped under several processes)
     optimizer: Any
+    guard: NonFiniteGuard
+    precision: str = "no"  # resolved: no | bf16 | fp16
     mixup: Any = None
     bare: Any = None  # the model itself
     loader: Any = None
@@ -149,9 +119,10 @@ class TrainRun:
     total_steps: int = 0
     display: Any = None
     keys_file: Any = None
-    window: _Window = field(default_factory=_Window)
+    window: WindowMeter = field(default_factory=WindowMeter)
     sigma: float = 0.0  # this iteration's
-    stepped: bool = False  # whether this iteration took an optimizer step
+    stepped: bool = False  # whether this iteration took an optimizer step (known once settled)
+    unsettled_steps: int = 0  # optimizer steps taken since the guard last settled, assuming all finite
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -181,7 +152,31 @@ def find_resume_point(out: str | os.PathLike) -> Path | None:
     return done[-1] if done else None
 
 
-def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
+def _accepts(function, parameter: str) -> bool:
+    import inspect
+
+    return parameter in inspect.signature(function).parameters
+
+
+def _launch_device() -> str:
+    """The device type Accelerate will give this process (before it is created: precision depends on it)."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+
+
+def _adamw(groups: list[dict], cfg: TrainConfig, *, fused: bool) -> torch.optim.Optimizer:
+    """The recipe's AdamW; fused (one kernel for every parameter: ~3x faster than the multi-tensor update
+    even on a CPU, and it can skip a step on the device, `stts.engine.guard`) where this torch has it."""
+    opt = cfg.optim
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # an older torch or an unsupported device
+            pass
+    return torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+
+
+def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int, precision: str | None = None) -> dict:
     path = (
         Path(cfg.system.deepspeed) if cfg.system.deepspeed else DEEPSPEED_DIR / f"zero{cfg.system.zero}.json"
     )
@@ -199,20 +194,19 @@ def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
     for key, value in fill.items():
         if ds.get(key, "auto") == "auto":
             ds[key] = value
-    for key, on in (
-        ("bf16", cfg.system.mixed_precision == "bf16"),
-        ("fp16", cfg.system.mixed_precision == "fp16"),
-    ):
+    precision = precision or cfg.system.mixed_precision
+    for key, on in (("bf16", precision == "bf16"), ("fp16", precision == "fp16")):
         section = ds.setdefault(key, {})
         if section.get("enabled", "auto") == "auto":
             section["enabled"] = on
     return ds
 
 
-def _settings(cfg: TrainConfig) -> dict[str, Any]:
-    """Dotted key → value of everything that decides the computation (``clip`` and ``aug`` as wholes)."""
+def _settings(cfg: TrainConfig, device) -> dict[str, Any]:
+    """Dotted key → value of everything that decides the computation on ``device`` (``clip`` and ``aug`` as
+    wholes)."""
     out: dict[str, Any] = {}
-    for section, values in cfg.resolved().items():
+    for section, values in cfg.resolved(device).items():
         if section in ("clip", "aug"):
             out[section] = values
         else:
@@ -220,8 +214,8 @@ def _settings(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
-    a, b = _settings(saved), _settings(cfg)
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path, device) -> None:
+    a, b = _settings(saved, device), _settings(cfg, device)
     differ = [k for k in a if k not in RESUMABLE and a[k] != b.get(k)]
     if differ:
         shown = ", ".join(f"{k}: {a[k]!r} → {b.get(k)!r}" for k in differ[:4])
@@ -231,24 +225,17 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
         )
 
 
-def _sync_flag(accelerator, ok: bool) -> bool:
-    """True when ``ok`` holds on every rank."""
-    if accelerator.num_processes == 1:
-        return ok
-    flag = torch.tensor([1.0 if ok else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
-
-
 # ------------------------------------------------------------------------------------------ one step
 
 
 def train_step(run: TrainRun, batch) -> StepResult:
-    """Forward, loss, backward and (at the end of an accumulation window) the optimizer step. A loss that
-    is not finite on some rank skips the step on every rank (the window's gradients are dropped)."""
-    cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
+    """Forward, loss, backward and (at the end of an accumulation window) the optimizer step, with no host
+    sync where the guard is deferred. A loss that is not finite on some rank skips the iteration on every
+    rank (`stts.engine.guard`)."""
+    cfg, accelerator, model, optimizer, guard = run.cfg, run.accelerator, run.model, run.optimizer, run.guard
     video, label = batch.video, batch.label
-    if cfg.uses_deepspeed and cfg.system.mixed_precision != "no":
-        video = video.to(torch.bfloat16 if cfg.system.mixed_precision == "bf16" else torch.float16)
+    if cfg.uses_deepspeed and run.precision != "no":
+        video = video.to(torch.bfloat16 if run.precision == "bf16" else torch.float16)
     with accelerator.accumulate(model):
         if run.mixup is not None:
             video, targets = run.mixup(video, label)
@@ -260,15 +247,23 @@ def train_step(run: TrainRun, batch) -> StepResult:
             loss = soft_cross_entropy(logits.float(), targets)
         else:
             loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.loss.label_smoothing)
-        if not _sync_flag(accelerator, bool(torch.isfinite(loss).item())):
-            optimizer.zero_grad(set_to_none=True)
-            return StepResult(loss=None, stepped=False)
+        finite = guard.agree(torch.isfinite(loss.detach()))
+        if not guard.deferred:
+            finite = bool(finite.item())  # one host read per step (DeepSpeed, fp16)
+            if not finite:
+                optimizer.zero_grad(set_to_none=True)
+                return StepResult(loss=loss.detach(), finite=False, stepped=False)
         accelerator.backward(loss)
+        if guard.deferred:
+            keep = guard.keep(finite)
+            if cfg.training.grad_accum > 1:  # later iterations of the window add to these gradients
+                guard.drop_unless(keep, model.parameters())
+            guard.arm(optimizer, keep)
         if accelerator.sync_gradients and cfg.optim.clip_grad and not cfg.uses_deepspeed:
             accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=float(loss.detach().item()), stepped=accelerator.sync_gradients)
+    return StepResult(loss=loss.detach(), finite=finite, stepped=accelerator.sync_gradients)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -316,9 +311,10 @@ class Trainer:
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         if cfg.uses_deepspeed:
             clips = cfg.training.batch_size * cfg.training.num_sample
-            kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=_deepspeed_config(cfg, clips))
+            ds = _deepspeed_config(cfg, clips, self.precision)
+            kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds)
         else:
-            kwargs["mixed_precision"] = cfg.system.mixed_precision
+            kwargs["mixed_precision"] = self.precision
         return Accelerator(**kwargs)
 
     def _build_model(self):
@@ -358,6 +354,10 @@ class Trainer:
         cfg = self.cfg
         clip, aug = specs_for(cfg, model, train=True)
         common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.data.decoder}
+        if torch.device(device).type == "cuda" and self.precision != "no" and _accepts(build_loader, "dtype"):
+            # batches arrive in the autocast precision (half the copy and memory); loaders without the
+            # option hand over float32, which autocast casts at the first layer
+            common["dtype"] = torch.bfloat16 if self.precision == "bf16" else torch.float16
         train = build_loader(
             cfg.data.shards,
             cfg.data.train_split,
@@ -425,7 +425,7 @@ class Trainer:
         )
         save_checkpoint(path, bare, meta=meta)
 
-    def _resume(self, accelerator) -> bool:
+    def _resume(self, accelerator, optimizer) -> bool:
         point = find_resume_point(self.out)
         if point is None or self._resume_request is False:
             if self._resume_request and point is None and accelerator.is_main_process:
@@ -439,8 +439,13 @@ class Trainer:
                 raise TrainError(
                     f"{saved} cannot be resumed by this version of stts ({err}); give another --out"
                 ) from None
-            _check_resumable(before, self.cfg, self.out)
+            _check_resumable(before, self.cfg, self.out, accelerator.device)
+        # a saved optimizer state brings its param groups' settings along, implementation flags included
+        # (checkpoints of 0.1 say fused=None): keep this run's
+        impl = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
         accelerator.load_state(str(point))
+        for group, flags in zip(optimizer.param_groups, impl, strict=True):
+            group.update(flags)
         data = json.loads((point / STATE_FILE).read_text())
         # counters added by later versions start from their defaults
         self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__ if k in data})
@@ -464,19 +469,27 @@ class Trainer:
     # ---- setup of one run
     def _setup(self) -> TrainRun:
         """Accelerator, model, loaders, optimizer, mixup; the resume point restored; config.yaml written."""
+        from stts.runtime import allow_tf32, resolve_precision
+
         cfg = self.cfg
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+        self.precision = resolve_precision(cfg.system.mixed_precision, _launch_device())
         accelerator = self._accelerator()
         self._main = accelerator.is_main_process
+        if accelerator.device.type == "cuda":
+            allow_tf32(cfg.system.tf32)
         torch.manual_seed(cfg.training.seed + accelerator.process_index)
         model = self._build_model()
         loader, val_loader = self._loaders(
             model, accelerator.process_index, accelerator.num_processes, accelerator.device
         )
         iters = len(loader)
-        opt = cfg.optim
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=opt.lr, betas=opt.betas, eps=opt.eps)
+        optimizer = _adamw(param_groups(model, cfg), cfg, fused=not cfg.uses_deepspeed)
+        if cfg.system.compile:
+            model.compile()  # in place: parameter names (checkpoints) stay as they are
         model, optimizer = accelerator.prepare(model, optimizer)
+        deferred = not cfg.uses_deepspeed and supports_deferred_skip(optimizer, self.precision)
+        guard = NonFiniteGuard(accelerator.device, cfg.training.max_bad_steps, deferred=deferred)
         mixup = None
         if cfg.loss.mixup:
             from pipelines.mixup import MVIT_MIXUP, MixUp
@@ -493,13 +506,16 @@ class Trainer:
             model=model,
             bare=accelerator.unwrap_model(model),
             optimizer=optimizer,
+            guard=guard,
+            precision=self.precision,
             mixup=mixup,
             loader=loader,
             val_loader=val_loader,
             schedule=Schedule(cfg, iters),
             total_steps=total_steps,
+            window=WindowMeter(accelerator.device),
         )
-        resumed = self._resume(accelerator)
+        resumed = self._resume(accelerator, optimizer)
         if self._main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
@@ -558,7 +574,7 @@ class Trainer:
         batches = iter(run.loader)
         for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
             next(batches)
-        run.window.restart(st)
+        run.window.restart(st.optimizer_steps)
         while st.epoch_iter < len(run.loader):
             run.window.wait_begins()
             try:
@@ -569,7 +585,7 @@ class Trainer:
             yield batch
 
     def _set_schedule(self, run: TrainRun) -> None:
-        """σ of every selector and every group's lr for this iteration."""
+        """σ of every selector (a buffer filled on the device) and every group's lr for this iteration."""
         st = self.state
         run.sigma = run.schedule.sigma(st.iteration)
         for selector in run.bare.selectors():
@@ -586,45 +602,79 @@ class Trainer:
         return train_step(run, batch)
 
     def _account(self, run: TrainRun, result: StepResult, batch) -> str | None:
-        """Counters after an iteration, and the non-finite policy: a skipped step is logged, ``max_bad_steps``
-        in a row stop the run (``"nonfinite"``)."""
+        """Counters after an iteration. The guard's flags are read (`_settle`) only where a decision needs
+        them — a logging window, a checkpoint or ``max_steps`` that the steps taken so far (all assumed
+        finite) may have reached, the epoch's end — or at once where it cannot skip on the device."""
         st, cfg = self.state, self.cfg
         st.iteration += 1
         st.epoch_iter += 1
         run.window.step_done(len(batch.key) * run.accelerator.num_processes)
-        if result.loss is None:
+        run.guard.update(st.iteration, result.stepped, result.finite, result.loss)
+        run.unsettled_steps += result.stepped
+        run.stepped = False  # known once settled
+        if run.display:
+            run.display.advance(st.optimizer_steps + run.unsettled_steps)
+        upper = st.optimizer_steps + run.unsettled_steps  # the optimizer steps if no step was skipped
+        every, limit = cfg.checkpoint.checkpoint_every, cfg.training.max_steps
+        due = (
+            not run.guard.deferred
+            or self._log_due(run)
+            or (result.stepped and limit is not None and upper >= limit)
+            or (result.stepped and every and upper % every == 0)
+        )
+        return self._settle(run) if due else None
+
+    def _settle(self, run: TrainRun) -> str | None:
+        """Replay the iterations since the last read in order: exact optimizer steps, skipped steps logged,
+        ``max_bad_steps`` in a row stop the run (``"nonfinite"``; the device stopped updating there)."""
+        st, cfg = self.state, self.cfg
+        records, loss_sum, loss_count = run.guard.settle()
+        run.window.add_losses(loss_sum, loss_count)
+        run.unsettled_steps = 0
+        for iteration, stepped, finite in records:
+            run.stepped = finite and stepped
+            if finite:
+                st.bad_steps = 0
+                st.optimizer_steps += stepped
+                continue
             st.bad_steps += 1
             st.skipped_steps += 1
             self._say(
-                f"[yellow]warning:[/] non-finite loss at iteration {st.iteration}; step skipped "
+                f"[yellow]warning:[/] non-finite loss at iteration {iteration}; step skipped "
                 f"({st.bad_steps} in a row, stop after {cfg.training.max_bad_steps})"
             )
-            self._log({"event": "nonfinite", "iteration": st.iteration, "in_a_row": st.bad_steps})
+            self._log({"event": "nonfinite", "iteration": iteration, "in_a_row": st.bad_steps})
             if st.bad_steps >= cfg.training.max_bad_steps:
+                # iterations after this one ran on the device without changing anything
+                st.epoch_iter -= st.iteration - iteration
+                st.iteration = iteration
                 self._say(
                     f"[bold red]stopped:[/] {st.bad_steps} non-finite losses in a row at iteration "
-                    f"{st.iteration}; the last good checkpoint is in {self.out / 'checkpoints'} — lower "
+                    f"{iteration}; the last good checkpoint is in {self.out / 'checkpoints'} — lower "
                     "the lr (--lr), enable clipping (--set clip_grad=1.0) or use bf16 instead of fp16"
                 )
                 return "nonfinite"
-            run.stepped = False
-            return None
-        st.bad_steps = 0
-        run.window.losses.append(result.loss)
-        run.stepped = result.stepped
-        if result.stepped:
-            st.optimizer_steps += 1
-        if run.display:
-            run.display.update(st, loss=result.loss, sigma=run.sigma, lrs=run.optimizer.param_groups)
         return None
 
-    def _log_window(self, run: TrainRun) -> None:
-        """Every ``log_every`` iterations and at the epoch's end: the window's means and rates to
-        metrics.jsonl, TensorBoard and the progress line."""
+    def _log_due(self, run: TrainRun) -> bool:
         st = self.state
-        if not (st.iteration % self.cfg.logging.log_every == 0 or st.epoch_iter == len(run.loader)):
+        return st.iteration % self.cfg.logging.log_every == 0 or st.epoch_iter == len(run.loader)
+
+    def _log_window(self, run: TrainRun) -> None:
+        """Every ``log_every`` iterations and at the epoch's end (settled then): the window's means and rates
+        to metrics.jsonl, TensorBoard and the progress line."""
+        st = self.state
+        if not self._log_due(run):
             return
-        record = run.window.record(st, run)
+        record = {
+            "event": "train",
+            "iteration": st.iteration,
+            "step": st.optimizer_steps,
+            "epoch": st.epoch + st.epoch_iter / len(run.loader),
+            "sigma": run.sigma,
+            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(run.optimizer.param_groups)},
+            **run.window.figures(st.optimizer_steps),
+        }
         self._log(record)
         if run.display:
             run.display.rates(record)
@@ -637,11 +687,11 @@ class Trainer:
             },
             step=st.iteration,
         )
-        run.window.restart(st)
+        run.window.restart(st.optimizer_steps)
 
     def _checkpoint_if_due(self, run: TrainRun) -> str | None:
         """``max_steps`` reached: a checkpoint and stop; every ``checkpoint_every`` optimizer steps inside an
-        epoch: a checkpoint (the epoch's end saves anyway)."""
+        epoch: a checkpoint (the epoch's end saves anyway). Decided on settled counts only."""
         st, cfg = self.state, self.cfg
         if not run.stepped:
             return None
@@ -653,10 +703,14 @@ class Trainer:
             self._save(run.accelerator, run.model, reason="every")
         return None
 
-    def _end_epoch(self, run: TrainRun) -> None:
+    def _end_epoch(self, run: TrainRun) -> str | None:
         """Validate (when due), then model.pt and a checkpoint (after validation: its RNG use is replayed
         on resume too)."""
         st, cfg, accelerator = self.state, self.cfg, run.accelerator
+        if run.guard.pending:  # a loader that ended early: its last flags are not read yet
+            stop = self._settle(run)
+            if stop is not None:
+                return stop
         last = st.epoch + 1 == cfg.training.epochs
         due = run.val_loader is not None and ((st.epoch + 1) % cfg.eval.eval_every == 0 or last)
         st.epoch += 1
@@ -705,6 +759,7 @@ class Trainer:
             recipe_aggregation=self.cfg.recipe,
             count_flops=False,
             selection_metrics=False,
+            precision=self.precision,
         )
         return {
             "top1": float(result.top1),
@@ -738,13 +793,18 @@ class _Display:
         self.progress.stop()
 
     def rates(self, record: dict) -> None:
-        cps = record.get("clips_per_s") or 0.0
-        self.rate = f"{record.get('steps_per_s') or 0.0:.2f} step/s, {cps:.1f} clips/s, data wait {record['data_wait']:.0%}"
+        """The logging window's figures (the only place the host reads the loss: no sync per step)."""
+        loss = "—" if record.get("loss") is None else f"{record['loss']:.3f}"
+        lr = max(record["lr"].values()) if record.get("lr") else 0.0
+        info = (
+            f"ep {record['epoch']:.2f} loss {loss} lr {lr:.2e} σ {record['sigma']:.3f} "
+            f"{record.get('steps_per_s') or 0.0:.2f} step/s, {record.get('clips_per_s') or 0.0:.1f} clips/s, "
+            f"data wait {record['data_wait']:.0%}"
+        )
+        self.progress.update(self.task, info=info)
 
-    def update(self, st: TrainState, *, loss: float, sigma: float, lrs) -> None:
-        lr = max(g["lr"] for g in lrs)
-        info = f"ep {st.epoch} loss {loss:.3f} lr {lr:.2e} σ {sigma:.3f} {self.rate}"
-        self.progress.update(self.task, completed=st.optimizer_steps, info=info)
+    def advance(self, steps: int) -> None:
+        self.progress.update(self.task, completed=steps)
 
 
 def train(

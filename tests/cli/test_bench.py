@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -54,3 +56,25 @@ def test_bench_rejects_an_unknown_benchmark_in_one_line(tmp_path):
     assert "unknown benchmark gpu" in result.output and "shard,loader,inference,train" in result.output
     assert "Traceback" not in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_the_gpu_rows_path_runs_stts_train_itself(tmp_path):
+    """bench_train's CUDA rows are `stts train` runs read back from their own metrics; the same path on a
+    CPU (a debug model, VP9 shards, DALI's CPU decoder) gives a complete row, the warm-up excluded."""
+    from shards.build import ShardConfig, build_shards
+    from shards.synthetic import SyntheticConfig
+
+    spec = importlib.util.spec_from_file_location("bench_train_t", ROOT / "benchmarks" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    synthetic = SyntheticConfig(num_classes=4, train_per_class=4, val_per_class=0, frames=16, size=64)
+    build_shards(
+        ShardConfig(src="synthetic", out=str(tmp_path / "s"), split="train", workers=1, synthetic=synthetic)
+    )
+    row = bench.real_run(
+        "mvit_debug_t0.5_s0.5", tmp_path / "s", warmup=2, steps=2, window=2, decoder="dali-cpu"
+    )
+    assert row["steps"] == 2 and row["clips_per_step"] == 4 and row["s_per_step"] > 0
+    assert row["clips_per_s"] == pytest.approx(4 / row["s_per_step"])
+    assert 0 <= row["data_wait"] < 1 and row["data_wait_measured_by"] == "host" and row["precision"] == "no"
+    assert len(row["losses"]) == 1 and all(math.isfinite(x) for x in row["losses"])

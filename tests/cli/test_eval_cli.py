@@ -85,3 +85,32 @@ def test_eval_bad_input_one_line(setup, extra, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@needs_dali
+def test_two_processes_cover_every_view_once(setup, tmp_path):
+    """torchrun, 2 CPU processes over gloo (the NCCL twin is in tests/stts/test_gpu.py): each rank
+    evaluates its slice; the gathered result has every (video, view) exactly once, as one process has."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    args = ["eval", "--checkpoint", str(setup / "model.pt"), "--data", str(setup / "shards"), "--views", "3x1",
+            "--device", "cpu", "--batch-size", "2", "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "cli", *args,
+                          "--out", str(tmp_path / "two")], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")], env=ENV)
+    assert one.exit_code == 0, one.output
+    a, b = (json.loads((tmp_path / n / "eval.json").read_text()) for n in ("one", "two"))
+    assert (b["videos"], b["views"]) == (4, 12) and all(v["views"] == 3 for v in b["per_video"])
+    assert [v["key"] for v in b["per_video"]] == [v["key"] for v in a["per_video"]]
+    assert b["top1"] == a["top1"]
+    for x, y in zip(a["per_video"], b["per_video"], strict=True):
+        assert x["top5"] == y["top5"] and x["probs"] == pytest.approx(y["probs"], abs=1e-5)

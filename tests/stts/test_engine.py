@@ -193,7 +193,10 @@ def test_a_config_yaml_of_the_previous_version_loads_as_the_same_run(tmp_path):
          "batch_size": 2, "num_threads": 1, "decoder": "dali-cpu", "seed": 3, "max_steps": 2, "num_sample": 1,
          "tensorboard": False, "frozen_backbone_epochs": 0, "val_split": None, "checkpoint_every": 2},
     )  # fmt: skip
-    assert old == today
+    # 0.1 wrote the precision it used ("no"); today's default is "auto", the same run on a CPU (on a GPU,
+    # bf16: resuming such a run there needs --mixed-precision no, and says so)
+    assert old.resolved("cpu") == today.resolved("cpu") and old.system.mixed_precision == "no"
+    assert old.resolved("cpu") != apply_settings(today, {"mixed_precision": "bf16"}).resolved("cpu")
     assert old.optim.lr_schedule == "two_rate" and old.optim.param_groups == "mvit" and old.recipe == "mvit"
     flat = yaml.safe_load((FIXTURES / "run-0.1" / "config.yaml").read_text())
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({**flat, "sigmaa": 0.1}))

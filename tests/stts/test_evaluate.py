@@ -197,3 +197,29 @@ def test_selection_precision_reads_the_shards_ground_truth(shards):
     assert sel.temporal_random == pytest.approx(sum(expected) / 4)
     assert 0.0 <= sel.temporal <= 1.0 and 0.0 <= sel.spatial <= 1.0
     assert not math.isnan(result.top1) and result.views == 4 and result.videos == 4
+
+
+@needs_dali
+def test_bf16_autocast_gives_the_fp32_results_on_the_hand_checked_case(shards):
+    """The case checked by hand above, in bf16 autocast (what `stts eval` uses on a CUDA GPU; here the
+    CPU's bf16): the same selection, hence the same precision figures, the same top-1 per video and
+    per-video probabilities within 0.01 of fp32's (bf16 keeps 8 bits of mantissa: ~3 significant digits)."""
+    from pipelines import build_loader
+    from pipelines.augment import MVIT_AUG
+
+    results = {}
+    for precision in ("no", "bf16"):
+        loader = build_loader(shards, "val", (SPEC, replace(MVIT_AUG, clip=SPEC, randaugment=None)),
+                              batch_size=3, train=False, decoder="dali-cpu")  # fmt: skip
+        torch.manual_seed(0)
+        results[precision] = evaluate(forced_model(True), loader, classes=["p", "q"], count_flops=False,
+                                      ground_truth=truth_for(shards, (32, 32, 64, 64)), precision=precision)  # fmt: skip
+    fp32, bf16 = results["no"], results["bf16"]
+    assert (bf16.selection.temporal, bf16.selection.spatial) == (
+        fp32.selection.temporal,
+        fp32.selection.spatial,
+    )
+    assert (bf16.top1, bf16.top5) == (fp32.top1, fp32.top5)
+    for a, b in zip(fp32.per_video, bf16.per_video, strict=True):
+        assert a["key"] == b["key"] and a["top5"][0] == b["top5"][0]
+        assert max(abs(x - y) for x, y in zip(a["probs"], b["probs"], strict=True)) <= 0.01

@@ -136,12 +136,21 @@ def test_resume_with_other_settings_is_refused_and_a_run_of_the_previous_version
     text = (fixture / "config.yaml").read_text()
     text = text.replace("/tmp/i12old/shards", str(shards)).replace("/tmp/i12old/run", str(out))
     (out / "config.yaml").write_text(text)
-    shutil.copy(fixture / "trainer_state.json", out / "checkpoints" / "step-00000002" / "trainer_state.json")
+    step = out / "checkpoints" / "step-00000002"
+    shutil.copy(fixture / "trainer_state.json", step / "trainer_state.json")
+    # 0.1's AdamW was not fused: its saved param groups say fused=None, which loading would carry over
+    state = torch.load(step / "optimizer.bin", weights_only=True)
+    assert all(g["fused"] for g in state["param_groups"])
+    for g in state["param_groups"]:
+        g["fused"] = g["foreach"] = None
+    torch.save(state, step / "optimizer.bin")
     resumed = run_cli(base_args(shards, out, "--max-steps", "4", *extra))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step-00000002" in resumed.stdout
     state = json.loads((out / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())
     assert (state["iteration"], state["optimizer_steps"]) == (4, 4)
+    saved = torch.load(out / "checkpoints" / "step-00000004" / "optimizer.bin", weights_only=True)
+    assert all(g["fused"] for g in saved["param_groups"])  # this version's AdamW again after the resume
     assert load_config(out / "config.yaml").training.max_steps == 4  # rewritten in today's layout
     # a config.yaml this version cannot read: one line saying so
     (out / "config.yaml").write_text(text + "frobnicate: 3\n")
