@@ -162,6 +162,8 @@ def train(
         fail(str(err))
     if result.stopped == "nonfinite":
         raise typer.Exit(3)
+    if not result.main_process:
+        return
     best = f", best val top-1 {result.state.best_top1:.2%}" if result.state.best_top1 is not None else ""
     console.print(
         f"[green]done[/]: {result.state.optimizer_steps} steps, {result.state.epoch} epochs{best} → "

@@ -70,6 +70,7 @@ class TrainResult:
     state: TrainState
     history: list[dict] = field(default_factory=list)  # validation results
     stopped: str | None = None  # why the run stopped early (None: finished)
+    main_process: bool = True  # False on the other ranks of a multi-process run (they print no summary)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -427,12 +428,13 @@ class Trainer:
         if stopped is None or stopped == "max_steps":
             self._save_model(accelerator, model, self.out / "model.pt")
         self._log({"event": "end", "iteration": self.state.iteration, "stopped": stopped})
-        if cfg.tensorboard:
-            accelerator.end_training()
         accelerator.wait_for_everyone()
-        if accelerator.num_processes > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        return TrainResult(out=self.out, state=self.state, history=self.history, stopped=stopped)
+        # last: Accelerate's end_training closes the trackers and then destroys the process group, so no
+        # collective (wait_for_everyone) may follow it
+        accelerator.end_training()
+        return TrainResult(
+            out=self.out, state=self.state, history=self.history, stopped=stopped, main_process=self._main
+        )
 
     def _epoch(
         self,
