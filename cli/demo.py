@@ -134,7 +134,7 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
     return runs / run.name / "model.pt"
 
 
-def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
+def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path, seed: int):
     from pipelines import build_loader
     from stts.evaluate import evaluate, write_results
     from stts.registry import model_from_checkpoint
@@ -144,8 +144,8 @@ def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
     classes = shard_classes(data, "val")
     model, _ = model_from_checkpoint(checkpoint)
     clip, aug = eval_recipe(model, "mvit", plan.eval_views)
-    loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False)
-    result = evaluate(model, loader, classes=classes, recipe_aggregation="mvit")
+    loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False, seed=seed)
+    result = evaluate(model, loader, classes=classes, recipe_aggregation="mvit", seed=seed)
     write_results(result, out)
     return result
 
@@ -235,7 +235,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
     console.rule(f"[bold]{len(plan.runs) + 2}. evaluate on the val split")
     rows = []
     for run in plan.runs:
-        res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval")
+        res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval", seed)
         rows.append((run, res))
         console.print(f"{run.label}: top-1 {_pct(res.top1)}")
     from .eval import shard_classes
@@ -275,7 +275,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for every output of the demo.")] = Path("demo_out"),
-    seed: Annotated[int, typer.Option(help="Seed of the trainings.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the trainings and of the evaluations.")] = 0,
     quick: Annotated[bool, typer.Option(help="A tiny version (seconds; for smoke tests).")] = False,
 ) -> None:
     """The whole idea in a few minutes on a CPU: train STTS and two controls, compare, draw.

@@ -126,6 +126,10 @@ def eval_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON only (without the per-video list).")
     ] = False,
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of random selection (--strategy random): the same seed, the same result."),
+    ] = 0,
 ) -> None:
     """Multi-view evaluation: top-1/top-5, mean class accuracy, GFLOPs per view, clips/s, selection precision."""
     import torch
@@ -158,12 +162,12 @@ def eval_cmd(
     try:
         clip, aug = eval_recipe(net, recipe, view_counts)
         loader = build_loader(data, split, (clip, aug), batch_size=batch_size, device=device, rank=rank,
-                              world_size=world, decoder=decoder, train=False)  # fmt: skip
+                              world_size=world, decoder=decoder, train=False, seed=seed)  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError) as err:
         fail(str(err).strip("'\""))
     net = net.to(device)
     show = not as_json and rank == 0
-    result = _run(evaluate, net, loader, classes, recipe, show)
+    result = _run(evaluate, net, loader, classes, recipe, show, seed)
     if rank != 0:
         return
     if out is not None:
@@ -177,9 +181,9 @@ def eval_cmd(
     _print(result, recipe, clip, out)
 
 
-def _run(evaluate, net, loader, classes, recipe, show):
+def _run(evaluate, net, loader, classes, recipe, show, seed):
     if not show:
-        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe)
+        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe, seed=seed)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -191,6 +195,7 @@ def _run(evaluate, net, loader, classes, recipe, show):
             classes=classes,
             recipe_aggregation=recipe,
             on_batch=lambda n: progress.advance(task, n),
+            seed=seed,
         )
 
 

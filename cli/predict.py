@@ -117,6 +117,7 @@ def predict(
         bool, typer.Option("--json", help="Print one JSON list (the readable videos) instead of tables.")
     ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random selection (a model with strategy random).")] = 0,
 ) -> None:
     """Top-k classes of each video, averaged over the recipe's evaluation views."""
     import torch
@@ -124,6 +125,7 @@ def predict(
 
     from pipelines.video_file import VideoReadError
     from stts.checkpoint import CheckpointError
+    from stts.selection import seeded_selection
 
     if top < 1:
         fail(f"--top {top}: give a number >= 1")
@@ -138,7 +140,8 @@ def predict(
     results, failed = [], 0
     for path in videos:
         try:
-            probs, vv = predict_file(path, net, family, device, view_grid)
+            with seeded_selection(net, seed):  # per file: its result does not depend on the files before
+                probs, vv = predict_file(path, net, family, device, view_grid)
         except VideoReadError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             failed += 1

@@ -42,6 +42,7 @@ def viz(
     clip: Annotated[int | None, typer.Option(help="Temporal clip of the grid (default: the middle).")] = None,
     crop: Annotated[int | None, typer.Option(help="Spatial crop of the grid (default: the centre).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random selection (a model with strategy random).")] = 0,
 ) -> None:
     """Draw what STTS kept in one view of a video or shard sample, as a PNG.
 
@@ -52,6 +53,7 @@ def viz(
     from pipelines.sampling import eval_resize_size
     from pipelines.video_file import VideoReadError, recipe_for_model, shard_sample_views, video_file_views
     from stts.checkpoint import CheckpointError
+    from stts.selection import seeded_selection
     from stts.viz import draw_selection, select_view, truth_in_view
 
     from .predict import load_model, parse_views
@@ -86,7 +88,8 @@ def viz(
         fail(f"--clip {clip_idx} --crop {crop_idx}: the {views} grid has clips 0..{spec.num_clips - 1} and "
              f"crops 0..{spec.num_crops - 1}")  # fmt: skip
     v = vv.view_index(clip_idx, crop_idx)
-    logits, sel = select_view(net, vv.video[v])
+    with seeded_selection(net, seed):
+        logits, sel = select_view(net, vv.video[v])
     probs = torch.softmax(logits, -1)
     p, top1 = (float(x) for x in probs.max(-1))
     top1 = int(top1)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .explain import box_centre, explain, point_in_box, slice_hit_fraction, view_geometry
+from .selection import seeded_selection
 
 __all__ = [
     "AGGREGATIONS",
@@ -143,6 +144,7 @@ class EvalResult:
     selection: SelectionPrecision | None = None
     # key → (label, top-5 class ids, their aggregated probabilities), sorted by key
     per_video: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0  # of random selection (`evaluate`'s ``seed``)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("per_class", "selection", "per_video")}
@@ -269,6 +271,7 @@ def evaluate(
     ground_truth: Mapping[str, Mapping[str, Any]] | None = None,
     selection_metrics: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    seed: int = 0,
 ) -> EvalResult:
     """Evaluate ``model`` on every `Batch` of ``loader`` (an eval loader: `pipelines.build_loader(...,
     train=False)`, or any iterable of objects with ``video``, ``label``, ``key``, ``view``).
@@ -280,6 +283,9 @@ def evaluate(
     ground_truth: key → sample metadata for selection precision; by default read from the loader's tars
         (``loader.tars``) when the loader has a ``clip`` spec and ``views`` and the model has selectors.
     on_batch: called with the number of views of each batch (progress).
+    seed: seeds `random` selection (`stts.selection.seeded_selection`, ``seed + rank`` on each rank), so
+        that the same command on the same weights gives the same numbers whatever ran before it; nothing
+        else in evaluation is random.
     """
     mode = aggregation_of(recipe_aggregation)
     num_classes = len(classes)
@@ -315,7 +321,7 @@ def evaluate(
     model.eval()
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), seeded_selection(model, seed + _distributed()[0]):
             for batch in loader:
                 video = batch.video.to(device, non_blocking=True)
                 p = torch.softmax(model(video).float(), dim=-1).cpu()
@@ -375,10 +381,12 @@ def evaluate(
                     precision.merge(other)
         seconds = max(part["seconds"] for part in gathered)
 
-    return _summarise(
+    result = _summarise(
         probs, counts, labels, classes, mode, name, num_views, skipped, seconds, gflops, flops_convention,
         precision,
     )  # fmt: skip
+    result.seed = seed
+    return result
 
 
 def _family_name(model: nn.Module) -> str:

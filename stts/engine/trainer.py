@@ -577,6 +577,7 @@ class Trainer:
             recipe_aggregation=self.cfg.recipe,
             count_flops=False,
             selection_metrics=False,
+            seed=self.cfg.seed,
         )
         return {
             "top1": float(result.top1),
