@@ -166,7 +166,7 @@ def eval_cmd(
     except (ValueError, KeyError, FileNotFoundError) as err:
         fail(str(err).strip("'\""))
     net = net.to(device)
-    show = not as_json and rank == 0
+    show = rank == 0  # on stderr: --json's stdout stays one JSON object
     result = _run(evaluate, net, loader, classes, recipe, show, seed)
     if rank != 0:
         return
@@ -182,19 +182,18 @@ def eval_cmd(
 
 
 def _run(evaluate, net, loader, classes, recipe, show, seed):
-    if not show:
-        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe, seed=seed)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """``evaluate`` with progress on stderr (rank 0): a bar on a terminal, plain lines in a log."""
+    from stts.progress import ProgressLog
 
-    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("views", total=loader.rank_samples * len(loader.views))
+    total = loader.rank_samples * len(loader.views)
+    mode = "auto" if show else "none"
+    with ProgressLog("eval", total, console=err_console, mode=mode, unit="views", transient=True) as progress:
         return evaluate(
             net,
             loader,
             classes=classes,
             recipe_aggregation=recipe,
-            on_batch=lambda n: progress.advance(task, n),
+            on_batch=lambda n: progress.update(advance=n),
             seed=seed,
         )
 

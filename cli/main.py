@@ -241,6 +241,7 @@ def flops(
 
     import stts
     from stts.flops import CONVENTIONS, gflops
+    from stts.progress import ProgressLog
     from stts.zoo import ZOO, default_convention
 
     if all_ == (name is not None):
@@ -249,6 +250,10 @@ def flops(
         fail(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     names = list(ZOO) if all_ else [name]
     rows = []
+    # --all counts every model (minutes): a line per model on stderr (a bar on a terminal)
+    progress = ProgressLog("flops", len(names), console=err_console, mode="auto" if all_ else "none",
+                           unit="models", transient=True)  # fmt: skip
+    progress.start()
     for model_name in names:
         try:
             overrides = {"num_frames": frames} if frames is not None else {}
@@ -268,6 +273,8 @@ def flops(
                         {"model": model_name, "convention": conv, "gflops": round(value, 4), "params": params}
                     )
                 )
+        progress.update(advance=1, info=model_name, line=True)
+    progress.stop()
     if as_json:
         return
     table = Table(title="GFLOPs per view (batch 1, eval)")

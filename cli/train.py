@@ -115,7 +115,12 @@ def train(
             help="key=value for any TrainConfig field, e.g. --set grad_accum=4 --set aug.randaugment=null.",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar (log lines only).")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            help="No live progress bar: plain progress lines only (what a log file, SLURM or CI gets anyway)."
+        ),
+    ] = False,
 ) -> None:
     """Train an STTS model with the official recipe of its backbone (spec §6).
 
@@ -157,7 +162,7 @@ def train(
     except ValueError as err:
         fail(str(err))
     try:
-        result = run_training(cfg, resume=resume, console=console, progress=not quiet)
+        result = run_training(cfg, resume=resume, console=console, progress="lines" if quiet else "auto")
     except TrainError as err:
         fail(str(err))
     if result.stopped == "nonfinite":

@@ -154,14 +154,17 @@ def _sync_flag(accelerator, ok: bool) -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool | str = True
+    ):
         if not cfg.data:
             raise TrainError("no data: give --data SHARDS (a folder made by `stts shard`)")
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.classes = read_classes(cfg.data)
         self.console = console
-        self.show_progress = progress
+        # True: a bar on a terminal, plain lines otherwise ("auto"); False: nothing ("none")
+        self.progress_mode = {True: "auto", False: "none"}.get(progress, progress)
         self._resume_request = resume
         self.state = TrainState()
         self.history: list[dict] = []
@@ -393,7 +396,11 @@ class Trainer:
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
         stopped = None
-        display = _Display(self, total_steps) if self._main and self.show_progress else None
+        display = (
+            _Display(self, total_steps, self.progress_mode)
+            if self._main and self.progress_mode != "none"
+            else None
+        )
         keys_file = (
             open(self.out / f"rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115 - closed below
             if cfg.rank_logs
@@ -587,41 +594,41 @@ class Trainer:
 
 
 class _Display:
-    """rich progress on the main process: step/s, clips/s, share of time waiting for data, loss, lr, σ, ETA."""
+    """Progress on the main process (`stts.progress.ProgressLog`: a live bar on a terminal, plain lines in a
+    log): optimizer steps, epoch, loss, lr, σ, step/s, clips/s, share of time waiting for data, ETA. A line
+    is printed with each ``metrics.jsonl`` record (every ``log_every`` iterations) and at least every
+    30 seconds."""
 
-    def __init__(self, trainer: Trainer, total_steps: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def __init__(self, trainer: Trainer, total_steps: int, mode: str):
+        from stts.progress import ProgressLog
 
-        self.progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=trainer.console,
-            transient=False,
-        )
-        self.task = self.progress.add_task("train", total=total_steps, info="")
+        self.log = ProgressLog("train", total_steps, console=trainer.console, mode=mode, unit="steps")
         self.rate = ""
 
     def start(self) -> None:
-        self.progress.start()
+        self.log.start()
 
     def stop(self) -> None:
-        self.progress.stop()
+        self.log.stop()
 
     def rates(self, record: dict) -> None:
+        """A metrics record: new rates, and a line (lines mode) with the window's mean loss."""
         cps = record.get("clips_per_s") or 0.0
         self.rate = f"{record.get('steps_per_s') or 0.0:.2f} step/s, {cps:.1f} clips/s, data wait {record['data_wait']:.0%}"
+        lr = max(record["lr"].values())
+        info = f"ep {record['epoch']:.2f} loss {record['loss']:.3f} lr {lr:.2e} σ {record['sigma']:.3f} {self.rate}"
+        self.log.update(record["step"], info, line=True)
 
     def update(self, st: TrainState, *, loss: float, sigma: float, lrs) -> None:
         lr = max(g["lr"] for g in lrs)
         info = f"ep {st.epoch} loss {loss:.3f} lr {lr:.2e} σ {sigma:.3f} {self.rate}"
-        self.progress.update(self.task, completed=st.optimizer_steps, info=info)
+        self.log.update(st.optimizer_steps, info)
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True
+    cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool | str = True
 ) -> TrainResult:
-    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.out`` holds a checkpoint."""
+    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.out`` holds a checkpoint.
+    ``progress``: True (a live bar on a terminal, plain lines otherwise), False, or a mode of
+    `stts.progress.MODES`."""
     return Trainer(cfg, resume=resume, console=console, progress=progress).fit()

@@ -64,11 +64,21 @@ def test_train_writes_a_complete_run(shards, tmp_path):
     # the MViT recipe's repeated augmentation and mixup included
     done = run_cli(
         base_args(
-            shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1", "--set", "num_sample=2"
+            shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1", "--set", "num_sample=2",
+            "--set", "log_every=3",
         )
-    )
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done" in done.stdout and "val top-1" in done.stdout
+    # not a terminal, --quiet: a plain line per log record (iterations 3, 6, 9, 12), whole, with the bar's
+    # fields; none of DALI's RandAugment deprecation warnings
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("train ")]
+    assert len(lines) == 4, done.stdout
+    assert lines[-1].startswith("train 12/12 steps (100%) · ep 2.00 loss ")
+    for field in ("lr ", "σ ", "step/s", "clips/s", "data wait", "elapsed"):
+        assert all(field in ln for ln in lines), (field, lines)
+    assert "ETA" in lines[0] and max(map(len, lines)) > 100  # no cut at 80 columns
+    assert "DeprecationWarning" not in done.stderr, done.stderr[-2000:]
     for name in ("config.yaml", "metrics.jsonl", "model.pt", "best.pt"):
         assert (out / name).is_file(), name
     cfg = load_config(out / "config.yaml")
