@@ -278,7 +278,7 @@ def flops(
     if as_json:
         return
     table = Table(title="GFLOPs per view (batch 1, eval)")
-    for col in ("model", "convention", "GFLOPs", "config (spec)", "README", "vs README", "params"):
+    for col in ("model", "convention", "GFLOPs", "config (SPEC.md)", "README", "vs README", "params"):
         table.add_column(
             col, justify="left" if col in ("model", "convention") else "right", no_wrap=col == "model"
         )

@@ -48,7 +48,7 @@ def build_config(
         overrides["t_ratio"] = t_ratio
     if s_ratio is not None:
         if family == "swin":
-            raise ValueError("--s-ratio: Video Swin has temporal selection only (spec §3.3)")
+            raise ValueError("--s-ratio: Video Swin has temporal selection only (docs/SPEC.md §3.3)")
         overrides["s_ratio"] = s_ratio
     if strategy is not None:
         overrides["strategy"] = strategy
@@ -122,7 +122,7 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Train an STTS model with the official recipe of its backbone (spec §6).
+    """Train an STTS model with the official recipe of its backbone (docs/SPEC.md §6).
 
     Runs as is on one process, and under `accelerate launch` on many GPUs or nodes (every process reads its
     own shards)."""
