@@ -10,8 +10,6 @@ says where every output is.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -208,13 +206,6 @@ def _markdown(rows: list[tuple[DemoRun, Any]], chance: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _viz_sample(result) -> str:
     """A val sample the STTS model classifies correctly (the first one), else the first one."""
     for video in result.per_video:
@@ -224,6 +215,8 @@ def _viz_sample(result) -> str:
 
 
 def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
+    from stts.atomic import write_text
+
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = _shards(out / "shards", plan)
@@ -242,7 +235,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
 
     chance = 1.0 / len(shard_classes(data, "val"))
     console.print(_table(rows, chance))
-    _write(out / "demo.md", _markdown(rows, chance))
+    write_text(out / "demo.md", _markdown(rows, chance))
     summary = {
         "rows": [{"run": r.name, "label": r.label, "model": r.model, **res.to_dict()} for r, res in rows],
         "chance_top1": chance,
@@ -251,7 +244,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
     for row in summary["rows"]:
         row.pop("per_video", None)
         row.pop("per_class", None)
-    _write(out / "demo.json", json.dumps(summary, indent=1))
+    write_text(out / "demo.json", json.dumps(summary, indent=1))
 
     from .viz import viz
 

@@ -29,7 +29,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import write_text
 from .explain import box_centre, explain, point_in_box, slice_hit_fraction, view_geometry
 from .selection import seeded_selection
 
@@ -163,24 +163,13 @@ class EvalResult:
         return buf.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``eval.json`` and ``per_class.csv`` into ``out_dir`` (created), each atomically; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, cs = out / "eval.json", out / "per_class.csv"
-    _atomic_write(js, json.dumps(result.to_dict(), indent=1) + "\n")
-    _atomic_write(cs, result.per_class_csv())
+    write_text(js, json.dumps(result.to_dict(), indent=1) + "\n")
+    write_text(cs, result.per_class_csv())
     return js, cs
 
 

@@ -8,7 +8,6 @@ value; where the spec marks it [surprising], the docstring of the field says wha
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -305,13 +304,9 @@ def apply_settings(cfg: TrainConfig, settings: dict[str, Any] | list[str]) -> Tr
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    os.replace(tmp, path)
-    return path
+    from stts.atomic import write_text
+
+    return write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
