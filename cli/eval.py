@@ -46,6 +46,7 @@ def load_eval_model(
     checkpoint: Path | None, model_name: str | None, classes: list[str], strategy: str | None
 ):
     """(model, meta) for the shards' classes; ValueError / CheckpointError with a one-line reason."""
+    from stts.checkpoint import checkpoint_file
     from stts.registry import build_model, family_of, model_from_checkpoint
 
     overrides: dict[str, Any] = {"strategy": strategy} if strategy else {}
@@ -57,8 +58,7 @@ def load_eval_model(
                 "give --checkpoint PATH (an stts checkpoint, or an official file with --model NAME)"
             )
         return build_model(model_name, num_classes=len(classes), **overrides), {}
-    if not checkpoint.is_file():
-        raise ValueError(f"checkpoint {checkpoint}: no such file")
+    checkpoint_file(checkpoint)  # says what a folder or a missing path is
     if model_name is not None:
         overrides["num_classes"] = len(classes)
     model, meta = model_from_checkpoint(checkpoint, name=model_name, **overrides)

@@ -145,8 +145,13 @@ def train(
         "max_steps": max_steps,
     }
     named = {k: v for k, v in named.items() if v is not None}
-    if init is not None and not init.is_file():
-        fail(f"--init {init}: no such file")
+    if init is not None:
+        from stts.checkpoint import CheckpointError, checkpoint_file
+
+        try:
+            checkpoint_file(init)
+        except CheckpointError as err:
+            fail(f"--init: {err}")
     try:
         cfg = build_config(
             backbone=backbone,

@@ -199,7 +199,7 @@ class Trainer:
         return Accelerator(**kwargs)
 
     def _build_model(self):
-        from stts.checkpoint import read_checkpoint
+        from stts.checkpoint import CheckpointError, read_checkpoint
         from stts.registry import build_model
 
         cfg = self.cfg
@@ -208,7 +208,10 @@ class Trainer:
         except ValueError as err:
             raise TrainError(str(err)) from None
         if cfg.init:
-            state, _ = read_checkpoint(cfg.init)
+            try:
+                state, _ = read_checkpoint(cfg.init)
+            except CheckpointError as err:
+                raise TrainError(f"--init: {err}") from None
             own = model.state_dict()
             keep = {
                 k: v

@@ -34,6 +34,12 @@ def setup(tmp_path_factory):
     save_checkpoint(root / "model.pt", model, meta=checkpoint_meta(model, classes=classes))
     wrong = build_model("swin_debug_t0.5", num_classes=3)
     save_checkpoint(root / "three.pt", wrong, meta=checkpoint_meta(wrong, classes=["a", "b", "c"]))
+    (root / "empty.pt").write_bytes(b"")
+    (root / "random.pt").write_bytes(bytes(range(7, 256)) * 8)
+    step = root / "run" / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (root / "run" / "model.pt").write_bytes((root / "model.pt").read_bytes())
     return root
 
 
@@ -100,10 +106,18 @@ def test_random_selection_is_the_same_on_every_run_and_follows_seed(setup, tmp_p
         (["--model", "nope"], "unknown model 'nope'"),
         (["--checkpoint", "model.pt", "--split", "train"], "has no split 'train'"),
         (["--checkpoint", "model.pt", "--data", "."], "no manifest.json"),  # the later --data wins
+        (["--checkpoint", "empty.pt"], "is empty (0 bytes): an interrupted copy or download; copy it again"),
+        (["--checkpoint", "random.pt"], "is not a PyTorch checkpoint"),
+        (
+            ["--checkpoint", "run/checkpoints/step-00000004"],
+            "is a training checkpoint folder of `stts train`",
+        ),
+        (["--checkpoint", "run/checkpoints/step-00000004"], "run/model.pt, or continue training"),
     ],
 )
 def test_eval_bad_input_one_line(setup, extra, message):
-    extra = [str(setup / e) if e.endswith(".pt") or e == "." else e for e in extra]
+    extra = [str(setup / e) if e.endswith(".pt") or e in (".", "run/checkpoints/step-00000004") else e
+             for e in extra]  # fmt: skip
     args = ["eval", "--data", str(setup / "shards"), *extra]
     result = CliRunner().invoke(app, args, env=ENV)
     assert result.exit_code == 2

@@ -140,6 +140,27 @@ def test_resume_with_other_settings_is_refused(shards, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+        (lambda p: p.write_bytes(bytes(range(9, 250)) * 4), "is not a PyTorch checkpoint"),
+        (lambda p: p.mkdir(), "is a folder; give a checkpoint file"),
+    ],
+)
+def test_a_bad_init_checkpoint_is_one_line_saying_what_it_is(shards, tmp_path, make, message):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    init = tmp_path / "pretrained.pyth"
+    make(init)
+    done = CliRunner().invoke(app, base_args(shards, tmp_path / "run", "--init", str(init)))
+    assert done.exit_code == 2, done.output
+    assert f"--init: checkpoint {init} " in done.output and message in done.output
+    assert "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
+
+
 class _NaNTrainer(Trainer):
     """Makes the logits non-finite on the forward calls listed in ``bad`` (1-based)."""
 
