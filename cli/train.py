@@ -43,6 +43,11 @@ def build_config(
         family = backbone
         recipe_model, plain = BACKBONE_DEFAULTS[backbone]
         model = plain if (t_ratio is not None or s_ratio is not None) else recipe_model
+    for flag, value in (("--t-ratio", t_ratio), ("--s-ratio", s_ratio)):
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(
+                f"{flag} {value:g}: the share of {_RATIOS[flag][1]} to keep, in (0, 1]; e.g. {flag} 0.5"
+            )
     overrides: dict = {}
     if t_ratio is not None:
         overrides["t_ratio"] = t_ratio
@@ -58,10 +63,39 @@ def build_config(
     cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
     cfg = apply_settings(cfg, sets)
     # fail now, not after the pipelines start: the model must build with these overrides
-    from stts.registry import model_config
-
-    model_config(cfg.model, **cfg.model_overrides)
+    _check_selection(cfg, {"--t-ratio": t_ratio, "--s-ratio": s_ratio})
     return cfg
+
+
+# flag → (short name in TrainConfig.model_overrides, what its share is of, one kept item, the candidates)
+_RATIOS = {
+    "--t-ratio": ("t_ratio", "frames", "frame", "temporal slices"),
+    "--s-ratio": ("s_ratio", "tokens of each frame", "token", "tokens per frame"),
+}
+
+
+def _check_selection(cfg, given: dict[str, float | None]) -> None:
+    """The model config builds and every selection keeps at least one candidate, said with the user's own
+    flag: --t-ratio / --s-ratio, or the ``--set model.…`` that overrode it."""
+    from stts.registry import model_config, selection_counts
+
+    named = {}
+    for flag, (key, share, _, _) in _RATIOS.items():
+        value = cfg.model_overrides.get(key)
+        if value is None:
+            continue
+        named[key] = f"{flag} {value:g}" if value == given[flag] else f"--set model.{key}={value}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(f"{named[key]}: the share of {share} to keep, in (0, 1]; e.g. {flag} 0.5")
+    counts = selection_counts(model_config(cfg.model, **cfg.model_overrides))
+    for key, _, one, candidates in _RATIOS.values():
+        n, k = counts.get(key[0], (1, 1))
+        if k < 1:
+            ratio = cfg.model_overrides[key]
+            raise ValueError(
+                f"{named[key]} keeps no {one}: {cfg.model} selects among {n} {candidates} and keeps "
+                f"int({n} × {ratio:g}) = 0; give at least 1/{n} = {1 / n:.4g}"
+            )
 
 
 @app.command()

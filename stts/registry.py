@@ -76,6 +76,27 @@ def model_config(name: str, *, num_classes: int = 400, **overrides: Any):
     return replace(cfg, **changes)
 
 
+def selection_counts(cfg) -> dict[str, tuple[int, int]]:
+    """What each selection of a model config chooses from and keeps: ``{"t": (candidates, k)}`` for
+    temporal selection (candidates: the temporal slices of the patch grid), ``{"s": (candidates, k)}``
+    for spatial selection (candidates: the tokens per frame at the selection block; one
+    int(sqrt(k)) × int(sqrt(k)) window is kept). k = int(candidates · ratio), so a ratio below
+    1 / candidates keeps nothing."""
+    from .models.mvit import selection_sizes
+
+    counts: dict[str, tuple[int, int]] = {}
+    if isinstance(cfg, MViTConfig):
+        k_t, k_s = selection_sizes(cfg)
+        n_t, n_s = selection_sizes(replace(cfg, time_left_ratio=1.0, space_left_ratio=1.0))
+        if k_t is not None:
+            counts["t"] = (n_t, k_t)
+        if k_s is not None:
+            counts["s"] = (n_s, k_s)
+    elif isinstance(cfg, SwinConfig) and cfg.time_k is not None:
+        counts["t"] = (cfg.num_patches[0], cfg.time_k)
+    return counts
+
+
 def build_model(
     name: str,
     *,
