@@ -15,7 +15,19 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.main import app, console, err_console, fail, parse_views
+from cli.main import (
+    app,
+    check_choice,
+    check_decoder,
+    check_device,
+    check_folder,
+    check_model_name,
+    check_output_folder,
+    console,
+    err_console,
+    fail,
+    parse_views,
+)
 
 
 def shard_classes(data: Path, split: str) -> list[str]:
@@ -132,32 +144,34 @@ def eval_cmd(
     ] = 0,
 ) -> None:
     """Multi-view evaluation: top-1/top-5, mean class accuracy, GFLOPs per view, clips/s, selection precision."""
-    import torch
 
     from pipelines import build_loader
-    from pipelines.loader import DECODERS
     from pipelines.sampling import CLIP_SPECS
     from stts.checkpoint import CheckpointError
     from stts.evaluate import evaluate, write_results
     from stts.models.swin import VideoSwin
+    from stts.selection import STRATEGIES
 
-    if decoder not in DECODERS:
-        fail(f"unknown --decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-    if recipe is not None and recipe not in CLIP_SPECS:
-        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(CLIP_SPECS)}")
+    check_decoder("--decoder", decoder)
+    check_choice("--recipe", recipe, CLIP_SPECS)
+    check_choice("--strategy", strategy, STRATEGIES)
+    check_model_name("--model", model)
+    check_folder("--data", data, "the folder `stts shard --out` wrote")
+    check_output_folder("--out", out)
+    device = check_device("--device", device)
     if batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     try:
         view_counts = parse_views(views)
         classes = shard_classes(data, split)
         net, _ = load_eval_model(checkpoint, model, classes, strategy)
-    except (ValueError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except ValueError as err:
         fail(str(err))
     if checkpoint is None and not as_json:
         err_console.print(f"[yellow]warning:[/] no --checkpoint: {model} has untrained weights")
     recipe = recipe or ("swin" if isinstance(net, VideoSwin) else "mvit")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world, device = _distributed(device)
     try:
         clip, aug = eval_recipe(net, recipe, view_counts)

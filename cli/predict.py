@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.main import app, console, err_console, fail, parse_views
+from cli.main import app, check_device, check_model_name, console, err_console, fail, parse_views
 
 
 def read_classes(path: Path) -> list[str]:
@@ -120,7 +120,6 @@ def predict(
     seed: Annotated[int, typer.Option(help="Seed of random selection (a model with strategy random).")] = 0,
 ) -> None:
     """Top-k classes of each video, averaged over the recipe's evaluation views."""
-    import torch
     from rich.markup import escape
 
     from pipelines.video_file import VideoReadError
@@ -129,12 +128,14 @@ def predict(
 
     if top < 1:
         fail(f"--top {top}: give a number >= 1")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_model_name("--model", model)
+    device = check_device("--device", device)
     try:
-        torch.device(device)
         view_grid = parse_views(views)
         net, family, names = load_model(checkpoint, model, classes, device)
-    except (ValueError, RuntimeError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except (ValueError, RuntimeError) as err:
         fail(str(err))
     k = min(top, len(names))
     results, failed = [], 0

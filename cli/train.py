@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, console, fail
+from cli.main import (
+    app,
+    check_choice,
+    check_decoder,
+    check_folder,
+    check_model_name,
+    check_output_folder,
+    console,
+    fail,
+)
 
 BACKBONE_DEFAULTS = {  # --backbone alone: the recipe's usual model; with --t-ratio/--s-ratio: the plain one
     "mvit": ("mvit_b_16x4_t0.6_s0.9", "mvit_b_16x4"),
@@ -98,6 +107,22 @@ def _check_selection(cfg, given: dict[str, float | None]) -> None:
             )
 
 
+def _check_options(*, data, out, model, strategy, recipe, decoder, mixed_precision, deepspeed) -> None:
+    """What can be checked from the options alone, before anything starts: one line naming the flag."""
+    from stts.engine.config import PRECISIONS, RECIPES
+    from stts.selection import STRATEGIES
+
+    check_folder("--data", data, "the folder `stts shard --out` wrote (train and val splits)")
+    check_output_folder("--out", out)
+    check_model_name("--model", model)
+    check_choice("--strategy", strategy, STRATEGIES)
+    check_choice("--recipe", recipe, tuple(RECIPES))
+    check_decoder("--decoder", decoder)
+    check_choice("--mixed-precision", mixed_precision, PRECISIONS)
+    if deepspeed is not None and not deepspeed.is_file():
+        fail(f"--deepspeed {deepspeed}: no such file; give a DeepSpeed JSON config, or use --zero 1|2")
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Shards folder made by `stts shard` (train and val splits).")],
@@ -179,6 +204,8 @@ def train(
         "max_steps": max_steps,
     }
     named = {k: v for k, v in named.items() if v is not None}
+    _check_options(data=data, out=out, model=model, strategy=strategy, recipe=recipe, decoder=decoder,
+                   mixed_precision=mixed_precision, deepspeed=deepspeed)  # fmt: skip
     if init is not None:
         from stts.checkpoint import CheckpointError, checkpoint_file
 

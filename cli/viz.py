@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, console, fail
+from cli.main import app, check_device, check_model_name, console, fail
 
 
 def centre_crop_index(boxes: list[tuple[int, int, int, int]]) -> int:
@@ -64,16 +64,21 @@ def viz(
         fail("give a VIDEO file, or --data SHARDS with --key KEY")
     if data is not None and key is None:
         fail("--data needs --key: the sample to draw (keys are in the shards' .idx files)")
+    if data is None and (key is not None or split != "val"):
+        fail(f"{'--key' if key is not None else '--split'} goes with --data SHARDS (a sample of shards); "
+             "a VIDEO file has neither")  # fmt: skip
     if out.suffix.lower() != ".png":
         fail(f"--out {out}: the picture is a PNG; give a path ending in .png")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_model_name("--model", model)
+    device = check_device("--device", device)
     try:
-        torch.device(device)
         grid = parse_views(views)
         fallback = data if data is not None and (data / "classes.txt").is_file() else None
         net, family, names = load_model(checkpoint, model, classes, device, fallback_classes=fallback)
         spec, aug = recipe_for_model(net, family=family, views=grid)
-    except (ValueError, RuntimeError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except (ValueError, RuntimeError) as err:
         fail(str(err))
     try:
         if data is not None:
