@@ -26,6 +26,7 @@ weights of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -142,6 +143,22 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
         )
 
 
+class _DeepSpeedProbeFilter(logging.Filter):
+    """Accelerate imports DeepSpeed (when installed) on every run, ZeRO or not (`unwrap_model`), and
+    DeepSpeed then logs which accelerator it found from its module real_accelerator — a warning on every
+    CPU run ("Setting accelerator to CPU ...") that nothing can act on. Only that module's records of the
+    "DeepSpeed" logger are dropped; DeepSpeed's other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.module != "real_accelerator"
+
+
+def _quiet_deepspeed_probe() -> None:
+    logger = logging.getLogger("DeepSpeed")  # the logger deepspeed.utils.logging creates (same object)
+    if not any(isinstance(f, _DeepSpeedProbeFilter) for f in logger.filters):
+        logger.addFilter(_DeepSpeedProbeFilter())
+
+
 def _sync_flag(accelerator, ok: bool) -> bool:
     """True when ``ok`` holds on every rank."""
     if accelerator.num_processes == 1:
@@ -175,6 +192,7 @@ class Trainer:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
         cfg = self.cfg
+        _quiet_deepspeed_probe()
         if not torch.distributed.is_initialized():
             # Accelerate keeps process-wide singletons: a second run in the same process (the demo, tests,
             # a notebook) with another precision would be refused. A run is a whole new training, so start
