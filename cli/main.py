@@ -97,8 +97,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line is printed whole, never cut or wrapped at the width (80 columns when not a terminal),
+# so log files keep full lines and paths; tables still fit the width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

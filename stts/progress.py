@@ -60,6 +60,7 @@ class ProgressLog:
         self._bar = None
         self._start = self._last_line = time.monotonic()
         self._printed = 0  # `completed` at the last line
+        self._first: tuple[float, int] | None = None  # (time, count) of the first update: ETA from there
         if mode == "bar":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -89,8 +90,10 @@ class ProgressLog:
     def update(self, completed: int | None = None, info: str | None = None, *, advance: int = 0, line=False):
         """Set (or ``advance``) the count and the info text; ``line``: print a line now (lines mode)."""
         self.completed = (self.completed if completed is None else completed) + advance
+        if self._first is None:  # the rate leaves out the start-up (compiling, the first batch)
+            self._first = (time.monotonic(), self.completed)
         if info is not None:
-            self.info = info
+            self.info = info.strip()
         if self._bar is not None:
             self._bar.update(self._task, completed=self.completed, info=self.info)
         elif self.mode == "lines":
@@ -115,8 +118,10 @@ class ProgressLog:
         if self.info:
             parts.append(self.info)
         parts.append(f"{format_duration(elapsed)} elapsed")
-        if self.total and 0 < self.completed < self.total:
-            parts.append(f"ETA {format_duration(elapsed / self.completed * (self.total - self.completed))}")
+        if self.total and self._first is not None and self._first[1] < self.completed < self.total:
+            t0, n0 = self._first
+            eta = (now - t0) / (self.completed - n0) * (self.total - self.completed)
+            parts.append(f"ETA {format_duration(eta)}")
         text = " · ".join(parts)
         if self.console is None:
             print(text, flush=True)
