@@ -15,10 +15,8 @@ def _without_clips_per_s(table: str) -> str:
     return "\n".join(re.sub(r"^(\|[^|]*\|[^|]*\|[^|]*\|)[^|]*\|", r"\1 |", ln) for ln in table.splitlines())
 
 
-def test_demo_quick_writes_every_output(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output[-3000:]
+def test_demo_quick_writes_every_output(quick_demo):
+    out, output = quick_demo
     summary = json.loads((out / "demo.json").read_text())
     assert [r["run"] for r in summary["rows"]] == ["stts", "random", "baseline"]
     stts_row, random_row, baseline = summary["rows"]
@@ -33,7 +31,7 @@ def test_demo_quick_writes_every_output(tmp_path):
         assert (out / "runs" / run / "eval" / "eval.json").is_file()
     png = out / "selection.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "demo done" in result.output and str(png) in result.output
+    assert "demo done" in output and str(png) in output
 
     # run again, the demo reuses its shards and trained models and evaluates them afresh (after other
     # uses of the global RNG than the first time): the same table, clips/s aside
