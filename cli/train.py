@@ -18,11 +18,6 @@ from cli.main import (
     fail,
 )
 
-BACKBONE_DEFAULTS = {  # --backbone alone: the recipe's usual model; with --t-ratio/--s-ratio: the plain one
-    "mvit": ("mvit_b_16x4_t0.6_s0.9", "mvit_b_16x4"),
-    "swin": ("swin_b_32x2_t0.5", "swin_b_32x2"),
-}
-
 
 def build_config(
     *,
@@ -38,20 +33,25 @@ def build_config(
 ):
     """CLI options → `TrainConfig` (the recipe, then the named options, then ``--set``)."""
     from stts.engine.config import apply_settings, recipe_for
-    from stts.registry import family_of
+    from stts.registry import family_of, family_spec, list_families
 
+    families = list_families()
     if model is None and backbone is None:
-        raise ValueError("say what to train: --backbone mvit|swin (with --t-ratio/--s-ratio) or --model NAME")
+        raise ValueError(
+            f"say what to train: --backbone {'|'.join(families)} (with --t-ratio/--s-ratio) or --model NAME"
+        )
     if model is not None:
         family = family_of(model)
         if backbone is not None and backbone != family:
             raise ValueError(f"--model {model} is a {family} model but --backbone says {backbone}")
     else:
-        if backbone not in BACKBONE_DEFAULTS:
-            raise ValueError(f"--backbone must be mvit or swin, got {backbone!r}")
+        if backbone not in families:
+            raise ValueError(f"--backbone must be one of {', '.join(families)}, got {backbone!r}")
         family = backbone
-        recipe_model, plain = BACKBONE_DEFAULTS[backbone]
-        model = plain if (t_ratio is not None or s_ratio is not None) else recipe_model
+        official = family_spec(backbone).recipe
+        model = (
+            official.plain_model if (t_ratio is not None or s_ratio is not None) else official.default_model
+        )
     for flag, value in (("--t-ratio", t_ratio), ("--s-ratio", s_ratio)):
         if value is not None and not 0 < value <= 1:
             raise ValueError(
@@ -61,8 +61,6 @@ def build_config(
     if t_ratio is not None:
         overrides["t_ratio"] = t_ratio
     if s_ratio is not None:
-        if family == "swin":
-            raise ValueError("--s-ratio: Video Swin has temporal selection only (docs/SPEC.md §3.3)")
         overrides["s_ratio"] = s_ratio
     if strategy is not None:
         overrides["strategy"] = strategy
@@ -70,8 +68,8 @@ def build_config(
         overrides["num_frames"] = frames
     cfg = recipe_for(recipe or family)
     cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
+    # every setting is checked here (the model's config included), not after the pipelines start
     cfg = apply_settings(cfg, sets)
-    # fail now, not after the pipelines start: the model must build with these overrides
     _check_selection(cfg, {"--t-ratio": t_ratio, "--s-ratio": s_ratio})
     return cfg
 
@@ -84,27 +82,21 @@ _RATIOS = {
 
 
 def _check_selection(cfg, given: dict[str, float | None]) -> None:
-    """The model config builds and every selection keeps at least one candidate, said with the user's own
-    flag: --t-ratio / --s-ratio, or the ``--set model.…`` that overrode it."""
-    from stts.registry import model_config, selection_counts
+    """Every selection keeps at least one candidate (a ratio's range is the model config's own check), said
+    with the user's own flag: --t-ratio / --s-ratio, or the ``--set model.…`` that overrode it."""
+    from stts.registry import ALIASES, selection_counts
 
-    named = {}
-    for flag, (key, share, _, _) in _RATIOS.items():
-        value = cfg.model_overrides.get(key)
-        if value is None:
-            continue
-        named[key] = f"{flag} {value:g}" if value == given[flag] else f"--set model.{key}={value}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ValueError(f"{named[key]}: the share of {share} to keep, in (0, 1]; e.g. {flag} 0.5")
-    counts = selection_counts(model_config(cfg.model, **cfg.model_overrides))
-    for key, _, one, candidates in _RATIOS.values():
+    counts = selection_counts(cfg.model.config())
+    for flag, (key, _, one, candidates) in _RATIOS.items():
         n, k = counts.get(key[0], (1, 1))
-        if k < 1:
-            ratio = cfg.model_overrides[key]
-            raise ValueError(
-                f"{named[key]} keeps no {one}: {cfg.model} selects among {n} {candidates} and keeps "
-                f"int({n} × {ratio:g}) = 0; give at least 1/{n} = {1 / n:.4g}"
-            )
+        if k >= 1:
+            continue
+        ratio = cfg.model.overrides[ALIASES[key]]
+        name = f"{flag} {ratio:g}" if ratio == given[flag] else f"--set model.{key}={ratio:g}"
+        raise ValueError(
+            f"{name} keeps no {one}: {cfg.model.name} selects among {n} {candidates} and keeps "
+            f"int({n} × {ratio:g}) = 0; give at least 1/{n} = {1 / n:.4g}"
+        )
 
 
 def _check_options(*, data, out, model, strategy, recipe, decoder, mixed_precision, deepspeed) -> None:

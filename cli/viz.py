@@ -75,7 +75,7 @@ def viz(
         grid = parse_views(views)
         fallback = data if data is not None and (data / "classes.txt").is_file() else None
         net, family, names = load_model(checkpoint, model, classes, device, fallback_classes=fallback)
-        spec, aug = recipe_for_model(net, family=family, views=grid)
+        spec, aug = recipe_for_model(net, views=grid)
     except CheckpointError as err:
         fail(f"--checkpoint: {err}")
     except (ValueError, RuntimeError) as err:

@@ -98,3 +98,4 @@ def test_train_decoder_nvdec_is_as_clean_as_evals(inputs, tmp_path):
         assert result.output.strip() == (
             "error: --decoder 'nvdec': choose one of auto, dali-gpu, dali-cpu, pyav"
         )
+
