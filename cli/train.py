@@ -32,7 +32,7 @@ def build_config(
     sets: list[str],
 ):
     """CLI options → `TrainConfig` (the recipe, then the named options, then ``--set``)."""
-    from stts.engine.config import apply_settings, recipe_for
+    from stts.engine.config import ConfigError, apply_settings, recipe_for
     from stts.registry import family_of, family_spec, list_families
 
     families = list_families()
@@ -67,11 +67,69 @@ def build_config(
     if frames is not None:
         overrides["num_frames"] = frames
     cfg = recipe_for(recipe or family)
-    cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
-    # every setting is checked here (the model's config included), not after the pipelines start
-    cfg = apply_settings(cfg, sets)
+    # every setting is checked here (the model's config included), not after the pipelines start; an error
+    # names the user's own flag or --set key
+    named = {**settings, "model": model, **{f"model.{k}": v for k, v in overrides.items()}}
+    try:
+        cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
+    except ConfigError as err:
+        raise ValueError(_flag_error(err, named)) from None
+    try:
+        cfg = apply_settings(cfg, sets)
+    except ConfigError as err:
+        raise ValueError(_set_error(err, sets)) from None
     _check_selection(cfg, {"--t-ratio": t_ratio, "--s-ratio": s_ratio})
     return cfg
+
+
+# TrainConfig keys → the `stts train` option that sets them (the named options of `train`)
+_FLAGS = {
+    "data.shards": ("--data", "data"),
+    "checkpoint.out": ("--out", "out"),
+    "model.init": ("--init", "init"),
+    "model.name": ("--model", "model"),
+    "model.t_ratio": ("--t-ratio", "model.t_ratio"),
+    "model.s_ratio": ("--s-ratio", "model.s_ratio"),
+    "model.strategy": ("--strategy", "model.strategy"),
+    "model.num_frames": ("--frames", "model.num_frames"),
+    "training.epochs": ("--epochs", "epochs"),
+    "training.batch_size": ("--batch-size", "batch_size"),
+    "training.seed": ("--seed", "seed"),
+    "training.max_steps": ("--max-steps", "max_steps"),
+    "optim.lr": ("--lr", "lr"),
+    "data.num_threads": ("--workers", "num_threads"),
+    "data.decoder": ("--decoder", "decoder"),
+    "system.mixed_precision": ("--mixed-precision", "mixed_precision"),
+    "system.deepspeed": ("--deepspeed", "deepspeed"),
+    "system.zero": ("--zero", "zero"),
+}
+
+
+def _reason(err) -> str:
+    """The error's reason in the user's words: a model option's config field (time_left_ratio) by the short
+    name they wrote (t_ratio)."""
+    from stts.registry import ALIASES
+
+    key = err.key.removeprefix("model.")
+    return err.reason.replace(ALIASES[key], key) if key in ALIASES else err.reason
+
+
+def _flag_error(err, named: dict) -> str:
+    """A `ConfigError` from the named options, said with the flag the user typed."""
+    flag, key = _FLAGS.get(err.key, (None, None))
+    if flag is None or named.get(key) is None:
+        return str(err)
+    return f"{flag} {named[key]}: {_reason(err)}"
+
+
+def _set_error(err, sets: list[str]) -> str:
+    """A `ConfigError` from ``--set``, said with the user's own ``key=value`` (a field's own name, a dotted
+    key or ``model.…``)."""
+    for text in reversed(sets):  # the last one wins, as in apply_settings
+        key = text.split("=", 1)[0].strip()
+        if key and (key == err.key or err.key.endswith("." + key) or err.key == f"model.{key}"):
+            return f"--set {text}: {_reason(err)}"
+    return f"--set: {err}"
 
 
 # flag → (short name in TrainConfig.model_overrides, what its share is of, one kept item, the candidates)

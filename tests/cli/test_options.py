@@ -99,3 +99,31 @@ def test_train_decoder_nvdec_is_as_clean_as_evals(inputs, tmp_path):
             "error: --decoder 'nvdec': choose one of auto, dali-gpu, dali-cpu, pyav"
         )
 
+
+BAD_SETS = [
+    ("grad_accum=two", "expected an integer, got 'two'"),
+    ("aug.foo=1", "no such field of AugmentSpec; fields: "),
+    ("clip.frames=8", "did you mean num_frames?"),
+    ("bogus=1", "no such setting"),
+    ("lr=abc", "expected a number, got 'abc'"),
+    ("optim.lr=-1", "must be > 0"),
+    ("model.t_ratio=0", "t_ratio must be in (0, 1]"),
+    ("model.t_ratio=0.05", "keeps no frame"),
+    ("model.foo=1", "has no such option; options: "),
+    ("model.strategy=best", "selection strategy must be one of"),
+    ("epochs=1.5", "expected an integer, got 1.5"),
+    ("val_views=[1]", "expected a list [an integer, an integer]"),
+    ("aug.randaugment=[1]", "expected a list [an integer, an integer] or null"),
+    ("mixed_precision=fp8", "must be one of no, bf16, fp16"),
+    ("tensorboard=maybe", "expected true or false"),
+    ("grad_accum", "write key=value"),
+]
+
+
+@pytest.mark.parametrize(("setting", "message"), BAD_SETS, ids=[s for s, _ in BAD_SETS])
+def test_a_bad_set_is_one_line_naming_the_users_key(inputs, tmp_path, setting, message):
+    result = CliRunner().invoke(app, [*base("train", inputs, tmp_path), "--set", setting], env=ENV)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2, result.output[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --set {setting}"), result.output[-2000:]
+    assert message in lines[0] and "Traceback" not in result.output

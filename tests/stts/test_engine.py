@@ -304,6 +304,7 @@ def test_cli_build_config_picks_model_and_recipe():
             "--s-ratio 0.001 keeps no token: mvit_b_16x4 selects among 196 tokens per frame",
         ),
         ({"sets": ["model.t_ratio=0.1"]}, "--set model.t_ratio=0.1 keeps no frame: mvit_b_16x4_t0.6_s0.9"),
+        ({"t_ratio": 0.5, "sets": ["model.t_ratio=0"]}, "--set model.t_ratio=0: t_ratio must be in (0, 1]"),
     ],
 )
 def test_selection_ratios_are_checked_in_the_users_terms(kw, message):
