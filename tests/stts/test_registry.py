@@ -89,7 +89,7 @@ def test_every_family_spec_is_complete(family):
     assert spec.flops_convention in CONVENTIONS
     assert {spec.recipe.clip, spec.recipe.val_clip} <= set(AUG_SPECS)
     cfg = recipe_for(family)  # every value of the recipe is a valid TrainConfig value
-    assert cfg.model == spec.recipe.default_model and spec_of(cfg.model) is spec
+    assert cfg.model.name == spec.recipe.default_model and spec_of(cfg.model.name) is spec
     model = stts.build_model(debug[0], num_classes=3)
     groups = spec.param_groups(model, 0.05, 0.5)
     assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
