@@ -36,7 +36,8 @@ def eval_cmd(
         Path | None, typer.Option(help="An stts checkpoint; or an official file together with --model.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Zoo name (needed for official checkpoints).")
+        str | None,
+        typer.Option("--model", help="Model name (`stts models`); needed for official checkpoints."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split of the shards to evaluate.")] = "val",
     views: Annotated[

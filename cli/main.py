@@ -383,7 +383,7 @@ def main() -> None:  # pragma: no cover - console entry for `python -m cli`
 
 @app.command()
 def flops(
-    name: Annotated[str | None, typer.Argument(help="Model name (see --all for the zoo).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Model name (`stts models` lists them).")] = None,
     convention: Annotated[
         str | None,
         typer.Option(
@@ -391,7 +391,7 @@ def flops(
         ),
     ] = None,
     frames: Annotated[int | None, typer.Option(help="Input frames (default: the model's).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every zoo entry, both conventions.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every registered model, both conventions.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per model and convention.")
     ] = False,
@@ -409,7 +409,7 @@ def flops(
     if all_ == (name is not None):
         fail("give a model name or --all")
     check_choice("--convention", convention, CONVENTIONS)
-    names = list(ZOO) if all_ else [name]
+    names = stts.list_models() if all_ else [name]
     rows = []
     # --all counts every model (minutes): a line per model on stderr (a bar on a terminal)
     progress = ProgressLog("flops", len(names), console=err_console, mode="auto" if all_ else "none",
@@ -462,5 +462,6 @@ def flops(
 from cli import bench as _bench  # noqa: E402, F401 - registers `stts bench`
 from cli import demo as _demo  # noqa: E402, F401 - registers `stts demo`
 from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`
+from cli import models as _models  # noqa: E402, F401 - registers `stts models`
 from cli import predict, viz  # noqa: E402, F401 - importing a command module registers its command
 from cli import train as _train  # noqa: E402, F401 - registers `stts train`

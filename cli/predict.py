@@ -102,7 +102,9 @@ def predict(
     checkpoint: Annotated[Path, typer.Option(help="Model weights: an stts checkpoint or an official file.")],
     model: Annotated[
         str | None,
-        typer.Option(help="Zoo name; needed for official files only (stts checkpoints know their model)."),
+        typer.Option(
+            help="Model name (`stts models`); needed for official files only (stts checkpoints know theirs)."
+        ),
     ] = None,
     classes: Annotated[
         Path | None,

@@ -183,7 +183,7 @@ def train(
     t_ratio: Annotated[float | None, typer.Option(help="Share of frames kept (temporal selection).")] = None,
     s_ratio: Annotated[float | None, typer.Option(help="Share of tokens kept per frame (MViT only).")] = None,
     model: Annotated[
-        str | None, typer.Option(help="A zoo name instead of --backbone (see `stts flops --all`).")
+        str | None, typer.Option(help="A model name instead of --backbone (`stts models` lists them).")
     ] = None,
     strategy: Annotated[
         str | None, typer.Option(help="Selection: learned (STTS), random or uniform (controls).")

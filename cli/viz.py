@@ -31,7 +31,9 @@ def viz(
         Path | None, typer.Option(help="Model weights (stts checkpoint or official).")
     ] = None,
     out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("selection.png"),
-    model: Annotated[str | None, typer.Option(help="Zoo name; needed for official files only.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (`stts models`); needed for official files only.")
+    ] = None,
     classes: Annotated[
         Path | None, typer.Option(help="Class names, one per line, or a shards folder (its classes.txt).")
     ] = None,

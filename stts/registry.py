@@ -8,6 +8,7 @@ family-specific (recipe, FLOPs convention, optimizer groups, checkpoint conversi
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import asdict, fields, replace
 from typing import Any
@@ -55,7 +56,13 @@ def spec_of(what: Any) -> FamilySpec:
         for spec in FAMILIES.values():
             if what in spec.variants:
                 return spec
-        raise ValueError(f"unknown model {what!r}; `stts.list_models()` lists the {len(list_models())} names")
+        names = list_models()
+        close = [n for n in names if n.startswith(what)][:3] or difflib.get_close_matches(what, names, n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"unknown model {what!r}{hint}; `stts models` lists the {len(names)} names "
+            "(in Python: stts.list_models())"
+        )
     inner = what
     while isinstance(inner, nn.Module) and hasattr(inner, "module"):  # DDP / Accelerate / DeepSpeed
         inner = inner.module
@@ -210,7 +217,7 @@ def model_from_checkpoint(
     else:
         raise CheckpointError(
             f"{path} does not say which model it holds (not an stts checkpoint); give the zoo name "
-            "(--model NAME, see `stts flops --all` for the names)"
+            "(--model NAME; `stts models` lists the names)"
         )
     model = build_model_with_cfg(cfg, name=model_name)
     model.load_report = load_state_dict(model, spec_of(cfg).convert_state(state), strict=strict)
