@@ -33,7 +33,7 @@ def build_config(
 ):
     """CLI options → `TrainConfig` (the recipe, then the named options, then ``--set``)."""
     from stts.engine.config import ConfigError, apply_settings, recipe_for
-    from stts.registry import family_of, family_spec, list_families
+    from stts.registry import family_of, family_spec, list_families, list_models
 
     families = list_families()
     if model is None and backbone is None:
@@ -48,10 +48,16 @@ def build_config(
         if backbone not in families:
             raise ValueError(f"--backbone must be one of {', '.join(families)}, got {backbone!r}")
         family = backbone
-        official = family_spec(backbone).recipe
-        model = (
-            official.plain_model if (t_ratio is not None or s_ratio is not None) else official.default_model
-        )
+        plain = family_spec(backbone).recipe.plain_model
+        if t_ratio is None and s_ratio is None:
+            # the recipe is not a model: five MViT and five Swin configs share it, and a silent pick trains
+            # one nobody asked for (pySlowFast and mmaction configs name the model, timm scripts --model)
+            zoo = [n for n in list_models(backbone) if "debug" not in n and n != plain]
+            raise ValueError(
+                f"--backbone {backbone} picks the recipe; say the model too: --t-ratio R [--s-ratio R] "
+                f"(selection added to {plain}) or --model NAME, one of {', '.join(zoo)} (`stts models`)"
+            )
+        model = plain
     for flag, value in (("--t-ratio", t_ratio), ("--s-ratio", s_ratio)):
         if value is not None and not 0 < value <= 1:
             raise ValueError(
@@ -79,7 +85,29 @@ def build_config(
     except ConfigError as err:
         raise ValueError(_set_error(err, sets)) from None
     _check_selection(cfg, {"--t-ratio": t_ratio, "--s-ratio": s_ratio})
+    frozen_given = any(s.split("=", 1)[0].strip().endswith("frozen_backbone_epochs") for s in sets)
+    if not cfg.model.init and cfg.optim.frozen_backbone_epochs > 0 and not frozen_given:
+        # from scratch there is no pretrained backbone to protect: freezing a random one for the recipe's
+        # 3 epochs only wastes them (--set frozen_backbone_epochs=3 keeps the recipe's value)
+        cfg = apply_settings(cfg, {"frozen_backbone_epochs": 0.0})
     return cfg
+
+
+def start_notes(cfg) -> list[str]:
+    """What the user should know before a run starts (printed, not errors)."""
+    notes = []
+    if not cfg.model.init:
+        notes.append(
+            f"[yellow]warning:[/] the {cfg.recipe} recipe fine-tunes a pretrained backbone (docs/SPEC.md §6); "
+            "without --init this run starts from random weights and its accuracy will be far below the "
+            "paper's; give --init CHECKPOINT (an official or stts checkpoint of the backbone)"
+        )
+        if cfg.optim.frozen_backbone_epochs == 0 and cfg.optim.lr_schedule in ("two_rate", "mvit"):
+            notes.append(
+                "note: from scratch the backbone trains from the first step (the recipe freezes a pretrained "
+                "one for 3 epochs; --set frozen_backbone_epochs=3 keeps that)"
+            )
+    return notes
 
 
 # TrainConfig keys → the `stts train` option that sets them (the named options of `train`)
@@ -277,6 +305,8 @@ def train(
         )
     except ValueError as err:
         fail(str(err))
+    for note in start_notes(cfg):
+        console.print(note, highlight=False)
     try:
         result = run_training(cfg, resume=resume, console=console, progress="lines" if quiet else "auto")
     except TrainError as err:

@@ -289,6 +289,10 @@ def train_step(run: TrainRun, batch) -> StepResult:
     return StepResult(loss=float(loss.detach().item()), stepped=accelerator.sync_gradients)
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
+
+
 # --------------------------------------------------------------------------------------------- trainer
 
 
@@ -472,6 +476,28 @@ class Trainer:
         self._say(f"resumed from {point.name} (epoch {self.state.epoch}, iteration {self.state.epoch_iter})")
         return True
 
+    def _summary(self, run: TrainRun, iters: int) -> str:
+        """One line at the start: what trains from what, for how long, and what its files will weigh (a
+        checkpoint holds the weights and AdamW's two moments: three times model.pt)."""
+        cfg = self.cfg
+        params = sum(p.numel() for p in run.bare.parameters())
+        weights = sum(p.numel() * p.element_size() for p in run.bare.parameters())
+        start = f"from {cfg.model.init}" if cfg.model.init else "from random weights (no --init)"
+        frozen = cfg.optim.frozen_backbone_epochs
+        if cfg.optim.lr_schedule in ("two_rate", "mvit") and frozen > 0:
+            start += f", backbone frozen for {frozen:g} epochs"
+        cadence = "at epoch ends"
+        if cfg.checkpoint.checkpoint_every:
+            cadence += f" and every {cfg.checkpoint.checkpoint_every} steps"
+        return (
+            f"train {cfg.model.name} ({params / 1e6:.2f} M parameters) {start}; "
+            f"{cfg.training.epochs} epochs × {iters} iterations per process"
+            + (f" (stops after {cfg.training.max_steps} steps)" if cfg.training.max_steps else "")
+            + "; files: model.pt "
+            f"≈ {_mb(weights)}, a checkpoint ≈ {_mb(3 * weights)} ({cadence}, last {cfg.checkpoint.keep_last} "
+            f"kept) in {self.out}"
+        )
+
     # ---- output
     def _say(self, text: str) -> None:
         if self._main:
@@ -525,6 +551,7 @@ class Trainer:
             total_steps=total_steps,
         )
         resumed = self._resume(accelerator)
+        self._say(self._summary(run, iters))
         if self._main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")

@@ -42,8 +42,9 @@ class Recipe:
         (mmaction); the ranking is the same, the reported probabilities differ.
     train: the `stts.engine.TrainConfig` sections of the official training run, as in ``config.yaml``
         (only what differs from the defaults); `stts.engine.recipe_for` builds the config from it.
-    default_model / plain_model: what ``stts train --backbone NAME`` trains without ratios, and the
-        all-token entry that ``--t-ratio`` / ``--s-ratio`` add selection to.
+    default_model / plain_model: the model of the official run (`stts.engine.recipe_for`; ``stts train
+        --backbone NAME`` alone does not pick it, it asks which model), and the all-token entry that
+        ``--t-ratio`` / ``--s-ratio`` add selection to.
     """
 
     clip: str

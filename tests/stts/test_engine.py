@@ -278,7 +278,16 @@ def test_cli_build_config_picks_model_and_recipe():
         "swin",
         8,
     )
-    assert build(backbone="mvit").model.name == "mvit_b_16x4_t0.6_s0.9"
+    with pytest.raises(ValueError) as err:  # the recipe alone names no model: the zoo's are listed
+        build(backbone="mvit")
+    assert "--backbone mvit picks the recipe; say the model too" in str(err.value)
+    assert "mvit_b_16x4_t0.6_s0.9" in str(err.value) and "mvit_debug" not in str(err.value)
+    # from scratch the recipe's frozen backbone is not frozen, unless asked; with --init it is
+    assert build(backbone="mvit", t_ratio=0.5).optim.frozen_backbone_epochs == 0
+    kept = build(backbone="mvit", t_ratio=0.5, sets=["frozen_backbone_epochs=3"])
+    assert kept.optim.frozen_backbone_epochs == 3
+    pretrained = build(backbone="mvit", t_ratio=0.5, settings={"init": "k400.pyth"})
+    assert pretrained.optim.frozen_backbone_epochs == 3
     cfg = build(model="mvit_debug_t0.5_s0.5", strategy="random", sets=["epochs=3"])
     assert cfg.recipe == "mvit" and cfg.model.overrides == {"strategy": "random"} and cfg.training.epochs == 3
     with pytest.raises(ValueError, match="temporal selection only"):
@@ -303,7 +312,10 @@ def test_cli_build_config_picks_model_and_recipe():
             {"s_ratio": 0.001},
             "--s-ratio 0.001 keeps no token: mvit_b_16x4 selects among 196 tokens per frame",
         ),
-        ({"sets": ["model.t_ratio=0.1"]}, "--set model.t_ratio=0.1 keeps no frame: mvit_b_16x4_t0.6_s0.9"),
+        (
+            {"backbone": None, "model": "mvit_b_16x4_t0.6_s0.9", "sets": ["model.t_ratio=0.1"]},
+            "--set model.t_ratio=0.1 keeps no frame: mvit_b_16x4_t0.6_s0.9",
+        ),
         ({"t_ratio": 0.5, "sets": ["model.t_ratio=0"]}, "--set model.t_ratio=0: t_ratio must be in (0, 1]"),
     ],
 )

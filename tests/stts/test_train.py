@@ -83,6 +83,12 @@ def test_train_writes_a_complete_run(shards, tmp_path):
     assert f"→ {out / 'model.pt'}" in done.stdout  # the done: line whole too
     assert "DeprecationWarning" not in done.stderr, done.stderr[-2000:]
     assert "Setting accelerator" not in done.stdout + done.stderr  # DeepSpeed's accelerator probe
+    # the start: no --init is worth a warning; the first line says what trains and what its files weigh
+    assert "warning: the mvit recipe fine-tunes a pretrained backbone" in done.stdout
+    assert f"train {MODEL} (0.16 M parameters) from random weights (no --init); 2 epochs × 6 iterations" in (
+        done.stdout
+    )
+    assert "a checkpoint ≈ 1.9 MB" in done.stdout
     for name in ("config.yaml", "metrics.jsonl", "model.pt", "best.pt"):
         assert (out / name).is_file(), name
     cfg = load_config(out / "config.yaml")
