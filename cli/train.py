@@ -313,6 +313,8 @@ def train(
         fail(str(err))
     if result.stopped == "nonfinite":
         raise typer.Exit(3)
+    if result.stopped == "interrupted":  # the shell's convention: 128 + the signal (130 Ctrl-C, 143 SIGTERM)
+        raise typer.Exit(128 + (result.signal or 2))
     if not result.main_process:
         return
     best = f", best val top-1 {result.state.best_top1:.2%}" if result.state.best_top1 is not None else ""

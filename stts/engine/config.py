@@ -505,16 +505,20 @@ class SystemSection(_Section):
 
 @dataclass(frozen=True)
 class CheckpointSection(_Section):
-    """The run folder ``out`` and what is kept there: a checkpoint every ``checkpoint_every`` optimizer
-    steps (0: only at epoch ends), the last ``keep_last`` of them, plus ``best.pt`` by validation top-1."""
+    """The run folder ``out`` and what is kept there: a checkpoint at every epoch end, every
+    ``checkpoint_minutes`` of training (a Kinetics epoch takes hours: a crash or a preemption then loses at
+    most that much; 0: off), every ``checkpoint_every`` optimizer steps (0: off) and when the run is
+    interrupted (SIGINT, SIGTERM); the last ``keep_last`` of them, plus ``best.pt`` by validation top-1."""
 
     NAME: ClassVar[str] = "checkpoint"
     out: str = "runs/stts"
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 30.0
     keep_last: int = 2
 
     def check(self) -> None:
-        self.need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0: at epoch ends only)")
+        self.need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0: off)")
+        self.need(self.checkpoint_minutes >= 0, "checkpoint_minutes", "must be >= 0 (0: off)")
         self.need(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
 
 
@@ -579,6 +583,7 @@ RESUMABLE = frozenset(
         "training.epochs",
         "training.max_steps",
         "checkpoint.checkpoint_every",
+        "checkpoint.checkpoint_minutes",
         "checkpoint.keep_last",
         "logging.log_every",
         "data.num_threads",

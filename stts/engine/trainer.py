@@ -15,7 +15,9 @@ iteration is `Trainer.train_step`. What holds after each stage of an iteration:
 
 Checkpoints (``RUN/checkpoints/step-XXXXXXXX/``: Accelerate's state — model, optimizer, grad scaler, every
 rank's RNG — plus ``trainer_state.json``: iteration, epoch, position in the epoch, best top-1) are written
-to a temporary name and renamed, every ``checkpoint_every`` optimizer steps and at each epoch end; the last
+to a temporary name and renamed at each epoch end, every ``checkpoint_minutes`` (30) and every
+``checkpoint_every`` optimizer steps (off), and when SIGINT or SIGTERM stop the run (after the current
+optimizer step; a second Ctrl-C stops at once); the last
 ``keep_last`` are kept. ``RUN/model.pt`` (our format, with model name, config and class names) is
 rewritten at each epoch end, ``RUN/best.pt`` when validation top-1 improves. Resuming (``resume=True`` or
 the same ``out`` again) restores all of it and replays the epoch's loader up to the saved position (the
@@ -30,8 +32,12 @@ import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +85,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # validation results
     stopped: str | None = None  # why the run stopped early (None: finished)
     main_process: bool = True  # False on the other ranks of a multi-process run (they print no summary)
+    signal: int | None = None  # the signal that interrupted the run (stopped == "interrupted")
 
 
 @dataclass
@@ -289,6 +296,36 @@ def train_step(run: TrainRun, batch) -> StepResult:
     return StepResult(loss=float(loss.detach().item()), stepped=accelerator.sync_gradients)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT held back (delivered when the block ends) while the loaders start their decoding processes,
+    which inherit the mask: a Ctrl-C — sent to the whole foreground process group — then reaches the trainer
+    only, which stops after the step with a checkpoint, instead of killing the workers mid-batch."""
+    if not _in_main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _any_rank(accelerator, *flags: bool) -> list[bool]:
+    """Each flag: True on some rank (every rank decides the same, at the same step)."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=accelerator.device)
+    return [v > 0 for v in accelerator.reduce(t, reduction="sum").tolist()]
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
 
@@ -316,6 +353,8 @@ class Trainer:
         self._resume_request = resume
         self.state = TrainState()
         self.history: list[dict] = []
+        self._stop_signal: int | None = None  # SIGINT / SIGTERM received: stop after the step
+        self._last_save = time.monotonic()
 
     # ---- setup
     def _accelerator(self):
@@ -435,6 +474,7 @@ class Trainer:
             for old in done[: -self.cfg.checkpoint.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
+        self._last_save = time.monotonic()
 
     def _save_model(self, accelerator, model, path: Path, **extra) -> None:
         from stts.checkpoint import save_checkpoint
@@ -486,9 +526,10 @@ class Trainer:
         frozen = cfg.optim.frozen_backbone_epochs
         if cfg.optim.lr_schedule in ("two_rate", "mvit") and frozen > 0:
             start += f", backbone frozen for {frozen:g} epochs"
-        cadence = "at epoch ends"
+        every = cfg.checkpoint.checkpoint_minutes
+        cadence = "at epoch ends" + (f", every {every:g} min" if every else "")
         if cfg.checkpoint.checkpoint_every:
-            cadence += f" and every {cfg.checkpoint.checkpoint_every} steps"
+            cadence += f", every {cfg.checkpoint.checkpoint_every} steps"
         return (
             f"train {cfg.model.name} ({params / 1e6:.2f} M parameters) {start}; "
             f"{cfg.training.epochs} epochs × {iters} iterations per process"
@@ -569,13 +610,24 @@ class Trainer:
 
     # ---- the loop
     def fit(self) -> TrainResult:
+        previous = self._catch_stop_signals()
+        try:
+            return self._fit()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _fit(self) -> TrainResult:
         run = self._setup()
+        self._last_save = time.monotonic()
         stopped = None
         try:
             if run.display:
                 run.display.start()
             while self.state.epoch < self.cfg.training.epochs and stopped is None:
                 stopped = self._epoch(run)
+                if stopped is None and _any_rank(run.accelerator, self._stop_signal is not None)[0]:
+                    stopped = self._interrupted(run)  # the epoch's end wrote the checkpoint
             if run.keys_file:
                 checksum = sum(float(p.detach().double().sum()) for p in run.bare.parameters())
                 run.keys_file.write(json.dumps({"event": "end", "checksum": checksum}) + "\n")
@@ -587,7 +639,8 @@ class Trainer:
         return self._finish(run, stopped)
 
     def _epoch(self, run: TrainRun) -> str | None:
-        """One epoch from the saved position; a reason to stop (``"nonfinite"``, ``"max_steps"``) or None."""
+        """One epoch from the saved position; a reason to stop (``"nonfinite"``, ``"max_steps"``,
+        ``"interrupted"``) or None."""
         for batch in self._batches(run):
             self._set_schedule(run)
             self._record_keys(run, batch)
@@ -598,7 +651,48 @@ class Trainer:
                 stop = self._checkpoint_if_due(run)
             if stop is not None:
                 return stop
+        if self._stop_signal is not None and self.state.epoch_iter < len(run.loader):
+            # the loader stopped early: a signal sent to every process (SIGTERM from a scheduler) ended its
+            # decoding workers too. One process at an optimizer step can still save an exact checkpoint; on
+            # several, the ranks would disagree on the step, so they stop with the last checkpoint.
+            if run.accelerator.num_processes == 1 and run.stepped:
+                self._save(run.accelerator, run.model, reason="interrupt")
+            return self._interrupted(run)
         return self._end_epoch(run)
+
+    # ---- interruptions
+    def _catch_stop_signals(self) -> dict:
+        """SIGINT / SIGTERM stop the run after the current optimizer step with a checkpoint (`_on_signal`);
+        the handlers they replace are returned (fit restores them). Only the main thread can set them."""
+        if not _in_main_thread():
+            return {}
+        self._pid = os.getpid()
+        return {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:  # a forked decoding worker's copy of the trainer: not ours to stop
+            return
+        if self._stop_signal is not None:
+            if signum == signal.SIGINT == self._stop_signal:  # Ctrl-C twice: stop at once, no checkpoint
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            return  # already stopping (e.g. a launcher's SIGTERM after the terminal's SIGINT)
+        self._stop_signal = signum
+        if getattr(self, "_main", True):
+            name = signal.Signals(signum).name
+            again = "; Ctrl-C again stops at once, without one" if signum == signal.SIGINT else ""
+            sys.stderr.write(f"\n{name}: stopping after this step, with a checkpoint{again}\n")
+            sys.stderr.flush()
+
+    def _interrupted(self, run: TrainRun) -> str:
+        st = self.state
+        point = find_resume_point(self.out)
+        name = signal.Signals(self._stop_signal or signal.SIGINT).name
+        self._say(
+            f"interrupted ({name}) at step {st.optimizer_steps}, epoch {st.epoch} iteration {st.epoch_iter}: "
+            f"checkpoint {point}; run the same command to resume"
+        )
+        return "interrupted"
 
     # ---- the named steps of an iteration
     def _batches(self, run: TrainRun):
@@ -608,15 +702,21 @@ class Trainer:
         run.loader.set_epoch(st.epoch)
         run.model.train()
         batches = iter(run.loader)
-        for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
-            next(batches)
+        with _sigint_held():  # the first batch starts the decoding workers
+            for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
+                next(batches)
         run.window.restart(st)
         while st.epoch_iter < len(run.loader):
             run.window.wait_begins()
             try:
-                batch = next(batches)
+                with _sigint_held():
+                    batch = next(batches)
             except StopIteration:
                 return
+            except Exception:
+                if self._stop_signal is None:
+                    raise
+                return  # the decoding workers got the stop signal too (see _epoch)
             run.window.wait_ends()
             yield batch
 
@@ -695,14 +795,23 @@ class Trainer:
         """``max_steps`` reached: a checkpoint and stop; every ``checkpoint_every`` optimizer steps inside an
         epoch: a checkpoint (the epoch's end saves anyway)."""
         st, cfg = self.state, self.cfg
-        if not run.stepped:
+        if not run.stepped:  # mid accumulation window: a checkpoint here could not resume exactly
             return None
         if cfg.training.max_steps is not None and st.optimizer_steps >= cfg.training.max_steps:
             self._save(run.accelerator, run.model, reason="max_steps")
             return "max_steps"
+        minutes = cfg.checkpoint.checkpoint_minutes
+        timed = bool(minutes) and time.monotonic() - self._last_save >= 60 * minutes
+        stop, timed = _any_rank(run.accelerator, self._stop_signal is not None, timed)
+        if stop:
+            self._save(run.accelerator, run.model, reason="interrupt")
+            return self._interrupted(run)
         every = cfg.checkpoint.checkpoint_every
-        if every and st.optimizer_steps % every == 0 and st.epoch_iter < len(run.loader):
-            self._save(run.accelerator, run.model, reason="every")
+        if st.epoch_iter < len(run.loader):  # the epoch end saves anyway
+            if every and st.optimizer_steps % every == 0:
+                self._save(run.accelerator, run.model, reason="every")
+            elif timed:
+                self._save(run.accelerator, run.model, reason="time")
         return None
 
     def _end_epoch(self, run: TrainRun) -> None:
@@ -715,7 +824,8 @@ class Trainer:
         st.epoch_iter = 0
         extra: dict[str, Any] = {}
         if due:
-            result = self._validate(run.model, run.val_loader)
+            with _sigint_held():  # its decoding workers too; a Ctrl-C here stops after the validation
+                result = self._validate(run.model, run.val_loader)
             run.model.train()
             extra = {"val": result}
             self.history.append({"epoch": st.epoch, **result})
@@ -742,7 +852,12 @@ class Trainer:
         # collective (wait_for_everyone) may follow it
         accelerator.end_training()
         return TrainResult(
-            out=self.out, state=self.state, history=self.history, stopped=stopped, main_process=self._main
+            out=self.out,
+            state=self.state,
+            history=self.history,
+            stopped=stopped,
+            main_process=self._main,
+            signal=self._stop_signal if stopped == "interrupted" else None,
         )
 
     def _validate(self, model, loader) -> dict:

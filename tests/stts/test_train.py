@@ -138,6 +138,47 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(shard
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
 
+def _interrupt(cmd: list[str], out: Path, sig: int, after_records: int) -> tuple[int, str]:
+    """Run ``cmd`` in its own process group and send ``sig`` to the whole group (as a terminal's Ctrl-C
+    does: the decoding workers get it too) once metrics.jsonl has ``after_records`` train lines."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        metrics = out / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().count('"event": "train"') >= after_records):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no progress within 240 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, output
+
+
+def test_sigint_and_sigterm_stop_after_the_step_with_a_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    # the PyAV decoder runs in worker processes: they must not die of the terminal's Ctrl-C
+    args = base_args(shards, out, "--set", "val_split=null", "--set", "log_every=1", "--decoder", "pyav")
+    cmd = [sys.executable, "-m", "cli", *args]
+    code, output = _interrupt(cmd, out, signal.SIGINT, after_records=2)
+    assert code == 130, output[-3000:]
+    assert "SIGINT: stopping after this step, with a checkpoint" in output
+    step = int(output.split("interrupted (SIGINT) at step ")[1].split(",")[0])
+    assert f"checkpoint {out / 'checkpoints' / f'step-{step:08d}'}; run the same command to resume" in output
+    state = json.loads((out / "checkpoints" / f"step-{step:08d}" / "trainer_state.json").read_text())
+    assert state["reason"] == "interrupt" and state["optimizer_steps"] == step >= 2
+    assert "Traceback" not in output
+
+    code, output = _interrupt(cmd, out, signal.SIGTERM, after_records=step + 2)  # the same command resumes
+    assert code == 143, output[-3000:]
+    assert f"resumed from step-{step:08d}" in output and "interrupted (SIGTERM) at step " in output
+    later = int(output.split("interrupted (SIGTERM) at step ")[1].split(",")[0])
+    assert later > step and (out / "checkpoints" / f"step-{later:08d}" / "trainer_state.json").is_file()
+
+
 def test_resume_with_other_settings_is_refused_and_a_run_of_the_previous_version_resumes(shards, tmp_path):
     out = tmp_path / "run"
     extra = ("--set", "val_split=null", "--set", "checkpoint_every=2")
@@ -216,6 +257,18 @@ def _nan_config(shards, out, **changes):
          "num_threads": 1, "decoder": "dali-cpu", "val_split": None, "tensorboard": False,
          "frozen_backbone_epochs": 0.0, "checkpoint_every": 2, **changes},
     )  # fmt: skip
+
+
+def test_a_checkpoint_every_checkpoint_minutes(shards, tmp_path):
+    """The time-based cadence (default 30 min; here a checkpoint is due at every optimizer step)."""
+    cfg = _nan_config(shards, tmp_path / "run", checkpoint_every=0, checkpoint_minutes=1e-9, keep_last=10)
+    assert RECIPES["mvit"].checkpoint.checkpoint_minutes == 30
+    Trainer(cfg, progress=False).fit()
+    reasons = {
+        p.name: json.loads((p / "trainer_state.json").read_text())["reason"]
+        for p in sorted((tmp_path / "run" / "checkpoints").iterdir())
+    }
+    assert reasons == {f"step-{i:08d}": "time" for i in range(1, 6)} | {"step-00000006": "epoch"}
 
 
 def test_a_nonfinite_loss_skips_its_step(shards, tmp_path):
