@@ -39,10 +39,12 @@ demo: install
 
 EVAL_CKPT ?= $(DEMO_OUT)/runs/stts/model.pt
 EVAL_DATA ?= $(DEMO_OUT)/shards
+# its own folder beside the checkpoint: the demo's eval/ (its table's source) stays as the demo wrote it
+EVAL_OUT ?= $(dir $(EVAL_CKPT))make-eval
 
 eval: install
 	@test -f "$(EVAL_CKPT)" || { echo "no checkpoint at $(EVAL_CKPT): run \`make demo\` first, or set EVAL_CKPT=... EVAL_DATA=..."; exit 2; }
-	$(BIN)/stts eval --checkpoint $(EVAL_CKPT) --data $(EVAL_DATA) --out $(dir $(EVAL_CKPT))eval
+	$(BIN)/stts eval --checkpoint $(EVAL_CKPT) --data $(EVAL_DATA) --out $(EVAL_OUT)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -10,8 +10,6 @@ says where every output is.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -135,7 +133,7 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
     return runs / run.name / "model.pt"
 
 
-def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
+def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path, seed: int):
     from pipelines import build_loader
     from stts.data import shard_classes
     from stts.evaluate import eval_specs, evaluate, write_results
@@ -144,8 +142,8 @@ def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
     classes = shard_classes(data, "val")
     model, _ = model_from_checkpoint(checkpoint)
     clip, aug = eval_specs(model, views=plan.eval_views)
-    loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False)
-    result = evaluate(model, loader, classes=classes)
+    loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False, seed=seed)
+    result = evaluate(model, loader, classes=classes, seed=seed)
     write_results(result, out)
     return result
 
@@ -208,13 +206,6 @@ def _markdown(rows: list[tuple[DemoRun, Any]], chance: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _viz_sample(result) -> str:
     """A val sample the STTS model classifies correctly (the first one), else the first one."""
     for video in result.per_video:
@@ -224,6 +215,8 @@ def _viz_sample(result) -> str:
 
 
 def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
+    from stts.atomic import write_text
+
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = _shards(out / "shards", plan)
@@ -235,14 +228,14 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
     console.rule(f"[bold]{len(plan.runs) + 2}. evaluate on the val split")
     rows = []
     for run in plan.runs:
-        res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval")
+        res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval", seed)
         rows.append((run, res))
         console.print(f"{run.label}: top-1 {_pct(res.top1)}")
     from stts.data import shard_classes
 
     chance = 1.0 / len(shard_classes(data, "val"))
     console.print(_table(rows, chance))
-    _write(out / "demo.md", _markdown(rows, chance))
+    write_text(out / "demo.md", _markdown(rows, chance))
     summary = {
         "rows": [{"run": r.name, "label": r.label, "model": r.model, **res.to_dict()} for r, res in rows],
         "chance_top1": chance,
@@ -251,7 +244,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
     for row in summary["rows"]:
         row.pop("per_video", None)
         row.pop("per_class", None)
-    _write(out / "demo.json", json.dumps(summary, indent=1))
+    write_text(out / "demo.json", json.dumps(summary, indent=1))
 
     from .viz import viz
 
@@ -275,7 +268,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for every output of the demo.")] = Path("demo_out"),
-    seed: Annotated[int, typer.Option(help="Seed of the trainings.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the trainings and of the evaluations.")] = 0,
     quick: Annotated[bool, typer.Option(help="A tiny version (seconds; for smoke tests).")] = False,
 ) -> None:
     """The whole idea in a few minutes on a CPU: train STTS and two controls, compare, draw.

@@ -14,7 +14,19 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, console, err_console, fail, parse_views
+from cli.main import (
+    app,
+    check_choice,
+    check_decoder,
+    check_device,
+    check_folder,
+    check_model_name,
+    check_output_folder,
+    console,
+    err_console,
+    fail,
+    parse_views,
+)
 
 
 @app.command("eval")
@@ -24,7 +36,8 @@ def eval_cmd(
         Path | None, typer.Option(help="An stts checkpoint; or an official file together with --model.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Zoo name (needed for official checkpoints).")
+        str | None,
+        typer.Option("--model", help="Model name (`stts models`); needed for official checkpoints."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split of the shards to evaluate.")] = "val",
     views: Annotated[
@@ -48,49 +61,52 @@ def eval_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON only (without the per-video list).")
     ] = False,
+    seed: Annotated[
+        int,
+        typer.Option(help="Seed of random selection (--strategy random): the same seed, the same result."),
+    ] = 0,
 ) -> None:
     """Multi-view evaluation: top-1/top-5, mean class accuracy, GFLOPs per view, clips/s, selection precision."""
-    import torch
 
     from pipelines import build_loader
-    from pipelines.loader import DECODERS
     from stts.checkpoint import CheckpointError
     from stts.data import shard_classes
     from stts.evaluate import eval_specs, evaluate, load_eval_model, write_results
     from stts.registry import list_families, spec_of
-    from stts.runtime import init_distributed
+    from stts.runtime import PRECISIONS, init_distributed
+    from stts.selection import STRATEGIES
 
-    if decoder not in DECODERS:
-        fail(f"unknown --decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-    if recipe is not None and recipe not in list_families():
-        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(list_families())}")
+    check_decoder("--decoder", decoder)
+    check_choice("--recipe", recipe, list_families())
+    check_choice("--strategy", strategy, STRATEGIES)
+    check_model_name("--model", model)
+    check_folder("--data", data, "the folder `stts shard --out` wrote")
+    check_output_folder("--out", out)
+    device = check_device("--device", device)
+    check_choice("--mixed-precision", mixed_precision, PRECISIONS)
     if batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
-    from stts.runtime import PRECISIONS
-
-    if mixed_precision not in PRECISIONS:
-        fail(f"unknown --mixed-precision {mixed_precision!r}; choose one of {', '.join(PRECISIONS)}")
     try:
         view_counts = parse_views(views)
         classes = shard_classes(data, split)
         net, _ = load_eval_model(checkpoint, model, classes, strategy)
-    except (ValueError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except ValueError as err:
         fail(str(err))
     if checkpoint is None and not as_json:
         err_console.print(f"[yellow]warning:[/] no --checkpoint: {model} has untrained weights")
     recipe = recipe or spec_of(net).name
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     rank, world, device = init_distributed(device)
     try:
         clip, aug = eval_specs(net, recipe, view_counts)
         loader = build_loader(data, split, (clip, aug), batch_size=batch_size, device=device, rank=rank,
-                              world_size=world, decoder=decoder, train=False)  # fmt: skip
+                              world_size=world, decoder=decoder, train=False, seed=seed)  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError) as err:
         fail(str(err).strip("'\""))
     net = net.to(device)
-    show = not as_json and rank == 0
-    result = _run(evaluate, net, loader, classes, recipe, show, mixed_precision)
+    show = rank == 0  # on stderr: --json's stdout stays one JSON object
+    result = _run(evaluate, net, loader, classes, recipe, show, seed, mixed_precision)
     if rank != 0:
         return
     if out is not None:
@@ -104,20 +120,20 @@ def eval_cmd(
     _print(result, recipe, clip, out)
 
 
-def _run(evaluate, net, loader, classes, recipe, show, precision):
-    if not show:
-        return evaluate(net, loader, classes=classes, recipe_aggregation=recipe, precision=precision)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _run(evaluate, net, loader, classes, recipe, show, seed, precision):
+    """``evaluate`` with progress on stderr (rank 0): a bar on a terminal, plain lines in a log."""
+    from stts.progress import ProgressLog
 
-    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("views", total=loader.rank_samples * len(loader.views))
+    total = loader.rank_samples * len(loader.views)
+    mode = "auto" if show else "none"
+    with ProgressLog("eval", total, console=err_console, mode=mode, unit="views", transient=True) as progress:
         return evaluate(
             net,
             loader,
             classes=classes,
             recipe_aggregation=recipe,
-            on_batch=lambda n: progress.advance(task, n),
+            on_batch=lambda n: progress.update(advance=n),
+            seed=seed,
             precision=precision,
         )
 

@@ -5,13 +5,90 @@ from __future__ import annotations
 import os
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a wrong-typed value, a missing or unknown option) as one line that names the flag and
+    what it takes, exit code 2 — not click's boxed usage text."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.core._click.exceptions.NoArgsIsHelpError:  # the help is printed already
+            sys.exit(2)
+        except typer.core._click.exceptions.UsageError as err:
+            err_console.print("[bold red]error:[/] " + escape(usage_error_line(err, argv)), soft_wrap=True)
+            sys.exit(err.exit_code)
+        except typer.core._click.exceptions.ClickException as err:
+            err_console.print("[bold red]error:[/] " + escape(" ".join(err.format_message().split())))
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            err_console.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+_KINDS = {
+    "int": "a whole number",
+    "float": "a number (e.g. 0.5 or 3e-4)",
+    "Path": "a path",
+    "bool": "true or false",
+}
+
+
+def _command_names() -> set[str]:
+    return {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+
+
+def usage_error_line(err, argv: list[str]) -> str:
+    """One line for a click usage error: the user's flag, their value, what the flag takes and its help."""
+    exceptions = typer.core._click.exceptions
+    ctx = getattr(err, "ctx", None)
+    where = f"`{ctx.command_path} --help`" if ctx is not None else "`stts --help`"
+    if (ctx is None or ctx.parent is None) and argv and argv[0] in _command_names():
+        where = f"`stts {argv[0]} --help`"  # failed before the command's own context
+    param = getattr(err, "param", None)
+    if isinstance(err, exceptions.NoSuchOption):
+        close = f" (did you mean {' or '.join(sorted(err.possibilities))}?)" if err.possibilities else ""
+        return f"no such option {err.option_name}{close}; {where} lists them"
+    if isinstance(err, exceptions.BadOptionUsage) and getattr(err, "option_name", None):
+        return f"{err.option_name} needs a value; {where} says what it takes"
+    if param is None:
+        return f"{' '.join(err.format_message().split()).rstrip('.')}; see {where}"
+    is_option = bool(param.opts) and param.opts[0].startswith("-")
+    flag = max(param.opts, key=len) if is_option else param.name.upper()
+    about = " ".join((getattr(param, "help", None) or "").split())
+    if isinstance(err, exceptions.MissingParameter):
+        return f"{flag} is required: {about}" if about else f"{flag} is required; see {where}"
+    annotation = param.type_descriptor.annotation
+    name = getattr(annotation, "__name__", str(annotation))
+    if name == "list":
+        inner = typing.get_args(annotation)
+        name = getattr(inner[0], "__name__", "") if inner else ""
+    value = next(  # the last occurrence: the one click read
+        (argv[i + 1] if a in param.opts and i + 1 < len(argv) else a.split("=", 1)[1]
+         for i, a in reversed(list(enumerate(argv))) if a in param.opts or a.split("=", 1)[0] in param.opts),
+        None,
+    )  # fmt: skip
+    given = f" {value!r}" if value is not None else ""
+    kind = _KINDS.get(name)
+    takes = f"expected {kind}" if kind else " ".join(err.message.split())
+    return f"{flag}{given}: {takes}" + (f"; {flag}: {about}" if about else "")
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="stts",
     help="STTS: spatial-temporal token selection for efficient video transformers. "
     "Shard a dataset once, then train and evaluate from the shards.",
@@ -20,8 +97,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line is printed whole, never cut or wrapped at the width (80 columns when not a terminal),
+# so log files keep full lines and paths; tables still fit the width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -43,7 +122,7 @@ def _root(
 
 def fail(message: str, code: int = 2) -> None:
     """One line that says what is wrong and what to do; no traceback."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -60,6 +139,71 @@ def parse_size(text: str) -> int:
     base = 1024 if "i" in unit else 1000
     power = "kmgt".find(unit[:1]) + 1 if unit[:1] in "kmgt" and unit else 0
     return int(float(m[1]) * base**power)
+
+
+def check_choice(flag: str, value: str | None, choices) -> None:
+    """A value out of a fixed set: one line naming the flag and the choices."""
+    if value is not None and value not in choices:
+        fail(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+
+
+def check_decoder(flag: str, decoder: str | None) -> None:
+    """One of the loader's decoders, and NVDEC only where there is a GPU."""
+    import torch
+
+    from pipelines.loader import DECODERS
+
+    check_choice(flag, decoder, DECODERS)
+    if decoder == "dali-gpu" and not torch.cuda.is_available():
+        fail(f"{flag} dali-gpu: NVDEC needs a CUDA GPU and there is none here; use auto, pyav or dali-cpu")
+
+
+def check_model_name(flag: str, name: str | None) -> None:
+    """An unknown model name, said with the user's flag (before any file is read or model built)."""
+    if name is None:
+        return
+    from stts.registry import family_of
+
+    try:
+        family_of(name)
+    except ValueError as err:
+        fail(f"{flag} {name!r}: {err}")
+
+
+def check_device(flag: str, text: str | None) -> str:
+    """``cpu``, ``cuda``, ``cuda:1`` …; None or ``auto``: cuda when there is one. Unknown device types and
+    CUDA without a GPU are one line naming the flag."""
+    import torch
+
+    if text in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        fail(f"{flag} {text!r}: not a device; write cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail(f"{flag} {text}: no CUDA device on this machine; use {flag} cpu")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"{flag} {text}: stts runs on cpu or cuda")
+    return text
+
+
+def check_folder(flag: str, path: Path | None, what: str) -> None:
+    """An input folder that must exist (``what`` says which)."""
+    if path is not None and not path.is_dir():
+        state = "is a file" if path.is_file() else "no such folder"
+        fail(f"{flag} {path}: {state}; give {what}")
+
+
+def check_output_folder(flag: str, path: Path | None) -> None:
+    """An output folder: it may not exist yet, but it cannot be a file (nor lie under one)."""
+    if path is None:
+        return
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                fail(f"{flag} {path}: {'is' if p == path else f'{p} is'} a file; give a folder")
+            return
 
 
 _VIEWS = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -154,13 +298,31 @@ def shard(
     """Turn a dataset into WebDataset shards: probe every video, reject the broken ones with a reason."""
     from dataclasses import replace
 
-    from shards.build import ShardConfig, build_shards
+    from shards.build import PROBE_MODES, SOURCES, ShardConfig, build_shards
+    from shards.encode import CODECS
     from shards.reencode import ReencodeSpec
-    from shards.sources import SourceError
-    from shards.synthetic import SyntheticConfig
+    from shards.sources import SPLITS, SourceError
+    from shards.synthetic import CUES, SyntheticConfig
 
     from .progress import ShardProgress, print_shard_summary
 
+    check_choice("--src", src, SOURCES)
+    check_choice("--split", split, SPLITS)
+    check_choice("--probe", probe, PROBE_MODES)
+    check_choice("--codec", codec, CODECS)
+    check_choice("--cue", cue, CUES)
+    if src == "synthetic":
+        given = [f for f, v in (("--root", root), ("--annotations", annotations), ("--list", list_file),
+                                ("--classes", classes)) if v is not None]  # fmt: skip
+        if given:
+            verb = "is an option" if len(given) == 1 else "are options"
+            fail(
+                f"{' and '.join(given)} {verb} of --src kinetics400 (a download); --src synthetic makes its videos"
+            )
+    try:
+        max_bytes = parse_size(max_size)
+    except ValueError:
+        fail(f"--max-size {max_size!r}: write a size such as 1GB, 500MB, 2GiB or 1048576 (bytes)")
     try:
         spec = None
         if reencode:
@@ -194,7 +356,7 @@ def shard(
             classes_file=str(classes) if classes is not None else None,
             probe=probe,
             max_count=max_count,
-            max_size=parse_size(max_size),
+            max_size=max_bytes,
             workers=workers,
             seed=seed,
             resume=resume,
@@ -221,7 +383,7 @@ def main() -> None:  # pragma: no cover - console entry for `python -m cli`
 
 @app.command()
 def flops(
-    name: Annotated[str | None, typer.Argument(help="Model name (see --all for the zoo).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Model name (`stts models` lists them).")] = None,
     convention: Annotated[
         str | None,
         typer.Option(
@@ -229,7 +391,7 @@ def flops(
         ),
     ] = None,
     frames: Annotated[int | None, typer.Option(help="Input frames (default: the model's).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every zoo entry, both conventions.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every registered model, both conventions.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per model and convention.")
     ] = False,
@@ -241,14 +403,18 @@ def flops(
 
     import stts
     from stts.flops import CONVENTIONS, gflops
+    from stts.progress import ProgressLog
     from stts.zoo import ZOO, default_convention
 
     if all_ == (name is not None):
         fail("give a model name or --all")
-    if convention is not None and convention not in CONVENTIONS:
-        fail(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
-    names = list(ZOO) if all_ else [name]
+    check_choice("--convention", convention, CONVENTIONS)
+    names = stts.list_models() if all_ else [name]
     rows = []
+    # --all counts every model (minutes): a line per model on stderr (a bar on a terminal)
+    progress = ProgressLog("flops", len(names), console=err_console, mode="auto" if all_ else "none",
+                           unit="models", transient=True)  # fmt: skip
+    progress.start()
     for model_name in names:
         try:
             overrides = {"num_frames": frames} if frames is not None else {}
@@ -268,10 +434,12 @@ def flops(
                         {"model": model_name, "convention": conv, "gflops": round(value, 4), "params": params}
                     )
                 )
+        progress.update(advance=1, info=model_name, line=True)
+    progress.stop()
     if as_json:
         return
     table = Table(title="GFLOPs per view (batch 1, eval)")
-    for col in ("model", "convention", "GFLOPs", "config (spec)", "README", "vs README", "params"):
+    for col in ("model", "convention", "GFLOPs", "config (SPEC.md)", "README", "vs README", "params"):
         table.add_column(
             col, justify="left" if col in ("model", "convention") else "right", no_wrap=col == "model"
         )
@@ -294,5 +462,6 @@ def flops(
 from cli import bench as _bench  # noqa: E402, F401 - registers `stts bench`
 from cli import demo as _demo  # noqa: E402, F401 - registers `stts demo`
 from cli import eval as _eval  # noqa: E402, F401 - registers `stts eval`
+from cli import models as _models  # noqa: E402, F401 - registers `stts models`
 from cli import predict, viz  # noqa: E402, F401 - importing a command module registers its command
 from cli import train as _train  # noqa: E402, F401 - registers `stts train`

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.main import app, console, err_console, fail, parse_views
+from cli.main import app, check_device, check_model_name, console, err_console, fail, parse_views
 
 
 def read_classes(path: Path) -> list[str]:
@@ -102,7 +102,9 @@ def predict(
     checkpoint: Annotated[Path, typer.Option(help="Model weights: an stts checkpoint or an official file.")],
     model: Annotated[
         str | None,
-        typer.Option(help="Zoo name; needed for official files only (stts checkpoints know their model)."),
+        typer.Option(
+            help="Model name (`stts models`); needed for official files only (stts checkpoints know theirs)."
+        ),
     ] = None,
     classes: Annotated[
         Path | None,
@@ -118,28 +120,32 @@ def predict(
         bool, typer.Option("--json", help="Print one JSON list (the readable videos) instead of tables.")
     ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random selection (a model with strategy random).")] = 0,
 ) -> None:
     """Top-k classes of each video, averaged over the recipe's evaluation views."""
-    import torch
     from rich.markup import escape
 
     from pipelines.video_file import VideoReadError
     from stts.checkpoint import CheckpointError
+    from stts.selection import seeded_selection
 
     if top < 1:
         fail(f"--top {top}: give a number >= 1")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_model_name("--model", model)
+    device = check_device("--device", device)
     try:
-        torch.device(device)
         view_grid = parse_views(views)
         net, family, names = load_model(checkpoint, model, classes, device)
-    except (ValueError, RuntimeError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except (ValueError, RuntimeError) as err:
         fail(str(err))
     k = min(top, len(names))
     results, failed = [], 0
     for path in videos:
         try:
-            probs, vv = predict_file(path, net, family, device, view_grid)
+            with seeded_selection(net, seed):  # per file: its result does not depend on the files before
+                probs, vv = predict_file(path, net, family, device, view_grid)
         except VideoReadError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             failed += 1

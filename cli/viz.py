@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli.main import app, console, fail
+from cli.main import app, check_device, check_model_name, console, fail
 
 
 def centre_crop_index(boxes: list[tuple[int, int, int, int]]) -> int:
@@ -31,7 +31,9 @@ def viz(
         Path | None, typer.Option(help="Model weights (stts checkpoint or official).")
     ] = None,
     out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("selection.png"),
-    model: Annotated[str | None, typer.Option(help="Zoo name; needed for official files only.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (`stts models`); needed for official files only.")
+    ] = None,
     classes: Annotated[
         Path | None, typer.Option(help="Class names, one per line, or a shards folder (its classes.txt).")
     ] = None,
@@ -42,6 +44,7 @@ def viz(
     clip: Annotated[int | None, typer.Option(help="Temporal clip of the grid (default: the middle).")] = None,
     crop: Annotated[int | None, typer.Option(help="Spatial crop of the grid (default: the centre).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if present).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random selection (a model with strategy random).")] = 0,
 ) -> None:
     """Draw what STTS kept in one view of a video or shard sample, as a PNG.
 
@@ -52,6 +55,7 @@ def viz(
     from pipelines.sampling import eval_resize_size
     from pipelines.video_file import VideoReadError, recipe_for_model, shard_sample_views, video_file_views
     from stts.checkpoint import CheckpointError
+    from stts.selection import seeded_selection
     from stts.viz import draw_selection, select_view, truth_in_view
 
     from .predict import load_model, parse_views
@@ -62,16 +66,21 @@ def viz(
         fail("give a VIDEO file, or --data SHARDS with --key KEY")
     if data is not None and key is None:
         fail("--data needs --key: the sample to draw (keys are in the shards' .idx files)")
+    if data is None and (key is not None or split != "val"):
+        fail(f"{'--key' if key is not None else '--split'} goes with --data SHARDS (a sample of shards); "
+             "a VIDEO file has neither")  # fmt: skip
     if out.suffix.lower() != ".png":
         fail(f"--out {out}: the picture is a PNG; give a path ending in .png")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_model_name("--model", model)
+    device = check_device("--device", device)
     try:
-        torch.device(device)
         grid = parse_views(views)
         fallback = data if data is not None and (data / "classes.txt").is_file() else None
         net, family, names = load_model(checkpoint, model, classes, device, fallback_classes=fallback)
         spec, aug = recipe_for_model(net, views=grid)
-    except (ValueError, RuntimeError, CheckpointError) as err:
+    except CheckpointError as err:
+        fail(f"--checkpoint: {err}")
+    except (ValueError, RuntimeError) as err:
         fail(str(err))
     try:
         if data is not None:
@@ -86,7 +95,8 @@ def viz(
         fail(f"--clip {clip_idx} --crop {crop_idx}: the {views} grid has clips 0..{spec.num_clips - 1} and "
              f"crops 0..{spec.num_crops - 1}")  # fmt: skip
     v = vv.view_index(clip_idx, crop_idx)
-    logits, sel = select_view(net, vv.video[v])
+    with seeded_selection(net, seed):
+        logits, sel = select_view(net, vv.video[v])
     probs = torch.softmax(logits, -1)
     p, top1 = (float(x) for x in probs.max(-1))
     top1 = int(top1)

@@ -40,6 +40,10 @@ apply to a whole ``FHWC`` sequence):
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipelines.sampling import CLIP_SPECS, ClipSpec
@@ -278,14 +282,15 @@ def train_transform(frames, spec: AugmentSpec, route: str | None = None):
         n, m = spec.randaugment
         h, w = _frame_hw(frames)
         short = fn.cast(dmath.min(h, w), dtype=types.FLOAT)
-        frames = rand_augment.rand_augment(
-            frames,
-            n=n,
-            m=m,
-            num_magnitude_bins=11,
-            shape=fn.stack(short, short),
-            max_translate_rel=spec.randaugment_translate,
-        )
+        with _without_dali_experimental_alias_warnings():
+            frames = rand_augment.rand_augment(
+                frames,
+                n=n,
+                m=m,
+                num_magnitude_bins=11,
+                shape=fn.stack(short, short),
+                max_translate_rel=spec.randaugment_translate,
+            )
     route = route or ("dali" if frames.device == "gpu" else "fused")
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -298,6 +303,35 @@ def train_transform(frames, spec: AugmentSpec, route: str | None = None):
 
 
 ROUTES = ("fused", "dali")
+
+
+@contextmanager
+def _without_dali_experimental_alias_warnings() -> Iterator[None]:
+    """DALI's own RandAugment (2.4) calls its deprecated aliases ``fn.experimental.filter`` and
+    ``fn.experimental.equalize`` (nvidia/dali/auto_aug/augmentations.py), a DeprecationWarning each time a
+    graph is defined, that the user can do nothing about. DALI warns inside ``catch_warnings()`` +
+    ``simplefilter("default")`` (``_handle_op_deprecation`` in nvidia/dali/ops/__init__.py), which overrides
+    any ``warnings.filterwarnings``; so, during this call only, the display hook drops DeprecationWarnings
+    raised from DALI's own files about ``fn.experimental.`` aliases, and shows everything else as before."""
+    import nvidia.dali
+
+    dali_dir = os.path.dirname(nvidia.dali.__file__) + os.sep
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if (
+            issubclass(category, DeprecationWarning)
+            and str(filename).startswith(dali_dir)
+            and "fn.experimental." in str(message)
+        ):
+            return
+        previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _resized_crop_normalize(frames, spec: AugmentSpec, route: str):

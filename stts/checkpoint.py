@@ -15,7 +15,7 @@ mismatched. `strict=False` loads what matches and returns the same report.
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,30 +62,111 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+_STEP_FOLDER = re.compile(r"^step-\d+$")
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` when it is a file; otherwise a `CheckpointError` saying what it is and what to give instead
+    (nothing there, a run folder, a training checkpoint folder of `stts train`, another folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a regular file; give a .pt, .pyth or .pth file")
+    run = None
+    if _STEP_FOLDER.match(path.name) and path.parent.name == "checkpoints":
+        run = path.parent.parent
+        what = (
+            "a training checkpoint folder of `stts train` (optimizer, RNG and data position to resume from)"
+        )
+    elif path.name == "checkpoints" and any(_STEP_FOLDER.match(p.name) for p in path.iterdir()):
+        run = path.parent
+        what = "the checkpoints folder of a training run"
+    elif (path / "model.pt").is_file() or (path / "config.yaml").is_file():
+        run = path
+        what = "a training run folder"
+    if run is None:
+        raise CheckpointError(
+            f"checkpoint {path} is a folder; give a checkpoint file (.pt, .pyth or .pth) in it"
+        )
+    weights = [str(run / n) for n in ("best.pt", "model.pt") if (run / n).is_file()]
+    use = " or ".join(weights) if weights else f"{run / 'model.pt'} (written at each epoch end)"
+    raise CheckpointError(
+        f"checkpoint {path} is {what}: use {use}, or continue training with `stts train --out {run}` "
+        "(it resumes from the newest checkpoint; add --resume to insist)"
+    )
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors' layout: an 8-byte little-endian header length, then the JSON header."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return (
+        len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+    )
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    """What a file torch cannot load is, from its first bytes and torch's error, and what to do."""
+    size = path.stat().st_size
+    if size == 0:
+        return CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): an interrupted copy or download; copy it again"
+        )
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    reason = " ".join(str(err).split())
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
+    if unsafe:  # a pickle of more than tensors and plain data: never run as code
+        return CheckpointError(
+            f"checkpoint {path} holds Python objects besides tensors ({unsafe[1]}); stts reads checkpoints as "
+            "data only (torch.load weights_only=True). If you trust the file, save its state dict alone: "
+            f"torch.save(torch.load('{path}', weights_only=False)['model_state'], 'weights.pt')"
+        )
+    kind = None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or its legacy pickle
+        kind = "PyTorch"
+    elif head[8:9] == b"{":
+        kind = "safetensors"
+    if kind:
+        return CheckpointError(
+            f"checkpoint {path} is a damaged or truncated {kind} file ({size:,} bytes; {reason[:120]}); "
+            "copy it again"
+        )
+    return CheckpointError(
+        f"checkpoint {path} is not a PyTorch checkpoint (neither torch.save's zip nor a pickle; it starts "
+        f"with {head[:8]!r}): give a .pt, .pyth or .pth file written by torch.save"
+    )
+
+
 def read_checkpoint(source: str | os.PathLike | Mapping) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict with wrapper prefixes removed, everything else in the file)."""
     if isinstance(source, Mapping):
         obj = source
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path}: no such file")
+        path = checkpoint_file(source)
         try:
-            # weights_only: a checkpoint is data, never code to run (official files hold only tensors,
-            # numbers and strings)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise CheckpointError(
-                f"checkpoint {path} cannot be read: {' '.join(str(err).split())[:300]}"
-            ) from None
+            if _is_safetensors(path):  # e.g. Accelerate's model.safetensors in a training checkpoint
+                from safetensors.torch import load_file
+
+                obj = load_file(path, device="cpu")
+            else:
+                # weights_only: a checkpoint is data, never code to run (official files hold only tensors,
+                # numbers and strings)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: say what it is instead
+            raise _unreadable(path, err) from None
     if _is_state_dict(obj):
         state, rest = dict(obj), {}
     else:
         key = next((k for k in STATE_KEYS if isinstance(obj, Mapping) and _is_state_dict(obj.get(k))), None)
         if key is None:
             found = ", ".join(map(str, obj.keys())) if isinstance(obj, Mapping) else type(obj).__name__
+            where = "the checkpoint" if isinstance(source, Mapping) else f"checkpoint {source}"
             raise CheckpointError(
-                f"no state dict in the checkpoint (looked for {', '.join(STATE_KEYS)}; found {found})"
+                f"{where} holds no state dict (looked for {', '.join(STATE_KEYS)}; found {found})"
             )
         state = dict(obj[key])
         rest = {k: v for k, v in obj.items() if k != key}
@@ -155,13 +236,8 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _save_dict(path: str | os.PathLike, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -40,7 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import write_text
 from .explain import box_centre, explain, point_in_box, slice_hit_fraction, view_geometry
+from .selection import seeded_selection
 
 __all__ = [
     "AGGREGATIONS",
@@ -149,6 +150,7 @@ class EvalResult:
     selection: SelectionPrecision | None = None
     # key → (label, top-5 class ids, their aggregated probabilities), sorted by key
     per_video: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0  # of random selection (`evaluate`'s ``seed``)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("per_class", "selection", "per_video")}
@@ -167,24 +169,13 @@ class EvalResult:
         return buf.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``eval.json`` and ``per_class.csv`` into ``out_dir`` (created), each atomically; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, cs = out / "eval.json", out / "per_class.csv"
-    _atomic_write(js, json.dumps(result.to_dict(), indent=1) + "\n")
-    _atomic_write(cs, result.per_class_csv())
+    write_text(js, json.dumps(result.to_dict(), indent=1) + "\n")
+    write_text(cs, result.per_class_csv())
     return js, cs
 
 
@@ -212,9 +203,9 @@ def load_eval_model(
                 "give --checkpoint PATH (an stts checkpoint, or an official file with --model NAME)"
             )
         return build_model(model_name, num_classes=len(classes), **overrides), {}
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ValueError(f"checkpoint {checkpoint}: no such file")
+    from .checkpoint import checkpoint_file
+
+    checkpoint = checkpoint_file(checkpoint)  # says what a folder or a missing path is
     if model_name is not None:
         overrides["num_classes"] = len(classes)
     model, meta = model_from_checkpoint(checkpoint, name=model_name, **overrides)
@@ -332,6 +323,7 @@ def evaluate(
     selection_metrics: bool = True,
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
+    seed: int = 0,
 ) -> EvalResult:
     """Evaluate ``model`` on every `Batch` of ``loader`` (an eval loader: `pipelines.build_loader(...,
     train=False)`, or any iterable of objects with ``video``, ``label``, ``key``, ``view``).
@@ -347,6 +339,9 @@ def evaluate(
     precision: autocast of the forward passes: ``"auto"`` (bf16 on a CUDA GPU that supports it, fp32
         elsewhere: `stts.runtime.resolve_precision`), ``"no"``, ``"bf16"`` or ``"fp16"``; the softmax and
         everything after it run in fp32 either way.
+    seed: seeds `random` selection (`stts.selection.seeded_selection`, ``seed + rank`` on each rank), so
+        that the same command on the same weights gives the same numbers whatever ran before it; nothing
+        else in evaluation is random.
     """
     inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
     if recipe_aggregation is None:
@@ -388,7 +383,7 @@ def evaluate(
         from .runtime import autocast, resolve_precision
 
         amp = resolve_precision(precision, device)
-        with torch.inference_mode():
+        with torch.inference_mode(), seeded_selection(model, seed + _distributed()[0]):
             for batch in loader:
                 video = batch.video.to(device, non_blocking=True)
                 with autocast(device, amp):
@@ -450,10 +445,12 @@ def evaluate(
                     selection_acc.merge(other)
         seconds = max(part["seconds"] for part in gathered)
 
-    return _summarise(
+    result = _summarise(
         probs, counts, labels, classes, mode, name, num_views, skipped, seconds, gflops, flops_convention,
         selection_acc,
     )  # fmt: skip
+    result.seed = seed
+    return result
 
 
 def _summarise(

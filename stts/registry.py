@@ -8,6 +8,7 @@ family-specific (recipe, FLOPs convention, optimizer groups, checkpoint conversi
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import asdict, fields, replace
 from typing import Any
@@ -55,7 +56,13 @@ def spec_of(what: Any) -> FamilySpec:
         for spec in FAMILIES.values():
             if what in spec.variants:
                 return spec
-        raise ValueError(f"unknown model {what!r}; `stts.list_models()` lists the {len(list_models())} names")
+        names = list_models()
+        close = [n for n in names if n.startswith(what)][:3] or difflib.get_close_matches(what, names, n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"unknown model {what!r}{hint}; `stts models` lists the {len(names)} names "
+            "(in Python: stts.list_models())"
+        )
     inner = what
     while isinstance(inner, nn.Module) and hasattr(inner, "module"):  # DDP / Accelerate / DeepSpeed
         inner = inner.module
@@ -111,6 +118,15 @@ def model_config(name: str, *, num_classes: int = 400, **overrides: Any):
     """The zoo entry's config with overrides (`override_config`)."""
     cfg = spec_of(name).variants[name]
     return override_config(cfg, name=name, num_classes=num_classes, **overrides)
+
+
+def selection_counts(cfg: Any) -> dict[str, tuple[int, int]]:
+    """What each selection of a model config chooses from and keeps: ``{"t": (candidates, k)}`` for
+    temporal selection (candidates: the temporal slices of the patch grid), ``{"s": (candidates, k)}`` for
+    spatial selection (candidates: the tokens per frame where it runs; one int(sqrt(k))² window is kept).
+    k = int(candidates · ratio), so a ratio below 1 / candidates keeps nothing (the family's
+    `FamilySpec.selection_counts`)."""
+    return spec_of(cfg).selection_counts(cfg)
 
 
 def build_model_with_cfg(
@@ -201,7 +217,7 @@ def model_from_checkpoint(
     else:
         raise CheckpointError(
             f"{path} does not say which model it holds (not an stts checkpoint); give the zoo name "
-            "(--model NAME, see `stts flops --all` for the names)"
+            "(--model NAME; `stts models` lists the names)"
         )
     model = build_model_with_cfg(cfg, name=model_name)
     model.load_report = load_state_dict(model, spec_of(cfg).convert_state(state), strict=strict)

@@ -25,6 +25,8 @@ same checkpoint can be evaluated with learned, random or uniform selection.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -80,8 +82,14 @@ def hard_topk(scores: Tensor, k: int) -> Tensor:
     return scores.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values
 
 
-def random_indices(batch: int, n: int, k: int, device: torch.device) -> Tensor:
-    """k of n drawn without replacement per sample, sorted ascending."""
+def random_indices(
+    batch: int, n: int, k: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """k of n drawn without replacement per sample, sorted ascending; from ``generator`` (a CPU generator,
+    so that a seed gives the same draws on every device) or else the global RNG of ``device``."""
+    if generator is not None:
+        noise = torch.rand(batch, n, generator=generator)
+        return noise.argsort(dim=-1)[:, :k].sort(dim=-1).values.to(device)
     return torch.rand(batch, n, device=device).argsort(dim=-1)[:, :k].sort(dim=-1).values
 
 
@@ -169,6 +177,9 @@ class _Selector(nn.Module):
         self.num_samples = num_samples
         self.register_buffer("sigma_t", torch.zeros(()), persistent=False)
         self._sigma = 0.0
+        # where `random` selection draws from: None is the global RNG (training, seeded by the trainer);
+        # `seeded_selection` sets one for an evaluation so that its draws do not depend on what ran before
+        self.generator: torch.Generator | None = None
         # what the last forward chose, for visualisation and selection metrics (detached)
         self.last_indices: Tensor | None = None
         self.last_scores: Tensor | None = None
@@ -188,7 +199,7 @@ class _Selector(nn.Module):
 
     def _hard_indices(self, scores: Tensor | None, batch: int, n: int, k: int, device) -> Tensor:
         if self.strategy == "random":
-            return random_indices(batch, n, k, device)
+            return random_indices(batch, n, k, device, self.generator)
         if self.strategy == "uniform":
             return uniform_indices(batch, n, k, device)
         return hard_topk(scores, k)
@@ -290,3 +301,22 @@ class SpatialSelector(_Selector):
         cols = (left[:, None] + offsets)[:, None, :]  # (BT, 1, a)
         frame = torch.arange(b * t, device=x.device)[:, None, None]
         return frames[frame, rows, cols].reshape(b, t, a, a, c)
+
+
+@contextmanager
+def seeded_selection(model: nn.Module, seed: int) -> Iterator[None]:
+    """Within the block, every selector of ``model`` draws its `random` selection from one CPU generator
+    seeded with ``seed`` (the same draws on every run and device, whatever used the global RNG before:
+    training, FLOP counting, another evaluation); afterwards they draw from the global RNG again. Learned
+    and uniform selection in evaluation use no randomness."""
+    inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
+    selectors = list(getattr(inner, "selectors", lambda: [])())
+    generator = torch.Generator().manual_seed(seed)
+    saved = [s.generator for s in selectors]
+    for selector in selectors:
+        selector.generator = generator
+    try:
+        yield
+    finally:
+        for selector, previous in zip(selectors, saved, strict=True):
+            selector.generator = previous

@@ -32,6 +32,30 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+# the official config (yaml / checkpoint) each name reproduces (spec §5); the README's "official config"
+OFFICIAL: dict[str, str] = {
+    "mvit_b_16x4": "MViT-B 16x4",
+    "mvit_b_16x4_t0.9_s0.9": "t0_0.9_s4_0.9",
+    "mvit_b_16x4_t0.8_s0.9": "t0_0.8_s4_0.9",
+    "mvit_b_16x4_t0.6_s0.9": "t0_0.6_s4_0.9",
+    "mvit_b_16x4_t0.5_s0.7": "t0_0.5_s4_0.7",
+    "mvit_b_16x4_t0.4_s0.6": "t0_0.4_s4_0.6",
+    "swin_b_32x2": "Swin-B 32×224",
+    "swin_b_32x2_t0.9": "t0_0.875",
+    "swin_b_32x2_t0.8": "t0_0.75",
+    "swin_b_32x2_t0.6": "t0_0.625",
+    "swin_b_32x2_t0.5": "t0_0.5625",
+    "swin_b_32x2_t0.4": "t0_0.375",
+    "swin_t_32x2": "Swin-T 32×224",
+    "swin_s_32x2": "Swin-S 32×224",
+}
+
+
+def official_name(name: str) -> str | None:
+    """The official config a zoo name reproduces; None for the small CPU flavours (``*_debug*``)."""
+    return OFFICIAL.get(name)
+
+
 def default_convention(name: str) -> str:
     """The convention the official README uses for this model's family (its spec's)."""
     from .registry import spec_of

@@ -257,3 +257,16 @@ def synthetic_shards(
     for t in tars:
         samples.update(tar_samples(t))
     return tars, [t[: -len(".tar")] + ".idx" for t in tars], samples
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`stts demo --quick` run once (shards, three trainings, evaluations, table, picture): (folder, output)."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = tmp_path_factory.mktemp("quick-demo") / "demo_out"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    return out, result.output

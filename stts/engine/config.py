@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -517,16 +516,20 @@ class SystemSection(_Section):
 
 @dataclass(frozen=True)
 class CheckpointSection(_Section):
-    """The run folder ``out`` and what is kept there: a checkpoint every ``checkpoint_every`` optimizer
-    steps (0: only at epoch ends), the last ``keep_last`` of them, plus ``best.pt`` by validation top-1."""
+    """The run folder ``out`` and what is kept there: a checkpoint at every epoch end, every
+    ``checkpoint_minutes`` of training (a Kinetics epoch takes hours: a crash or a preemption then loses at
+    most that much; 0: off), every ``checkpoint_every`` optimizer steps (0: off) and when the run is
+    interrupted (SIGINT, SIGTERM); the last ``keep_last`` of them, plus ``best.pt`` by validation top-1."""
 
     NAME: ClassVar[str] = "checkpoint"
     out: str = "runs/stts"
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 30.0
     keep_last: int = 2
 
     def check(self) -> None:
-        self.need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0: at epoch ends only)")
+        self.need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0 (0: off)")
+        self.need(self.checkpoint_minutes >= 0, "checkpoint_minutes", "must be >= 0 (0: off)")
         self.need(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
 
 
@@ -591,6 +594,7 @@ RESUMABLE = frozenset(
         "training.epochs",
         "training.max_steps",
         "checkpoint.checkpoint_every",
+        "checkpoint.checkpoint_minutes",
         "checkpoint.keep_last",
         "logging.log_every",
         "data.num_threads",
@@ -814,16 +818,9 @@ def apply_settings(cfg: TrainConfig, settings: Mapping[str, Any] | list[str]) ->
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    from stts.atomic import write_text
+
+    return write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:

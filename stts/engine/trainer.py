@@ -22,7 +22,9 @@ and at the epoch's end `_end_epoch`: validation when due, ``model.pt``, ``best.p
 
 Checkpoints (``RUN/checkpoints/step-XXXXXXXX/``: Accelerate's state — model, optimizer, grad scaler, every
 rank's RNG — plus ``trainer_state.json``: iteration, epoch, position in the epoch, best top-1) are written
-to a temporary name and renamed, every ``checkpoint_every`` optimizer steps and at each epoch end; the last
+to a temporary name and renamed at each epoch end, every ``checkpoint_minutes`` (30) and every
+``checkpoint_every`` optimizer steps (off), and when SIGINT or SIGTERM stop the run (after the current
+optimizer step; a second Ctrl-C stops at once); the last
 ``keep_last`` are kept. ``RUN/model.pt`` (our format, with model name, config and class names) is
 rewritten at each epoch end, ``RUN/best.pt`` when validation top-1 improves. Resuming (``resume=True`` or
 the same ``out`` again) restores all of it and replays the epoch's loader up to the saved position (the
@@ -33,11 +35,16 @@ weights of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,6 +93,8 @@ class TrainResult:
     state: TrainState
     history: list[dict] = field(default_factory=list)  # validation results
     stopped: str | None = None  # why the run stopped early (None: finished)
+    main_process: bool = True  # False on the other ranks of a multi-process run (they print no summary)
+    signal: int | None = None  # the signal that interrupted the run (stopped == "interrupted")
 
 
 @dataclass
@@ -225,6 +234,22 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path, device) ->
         )
 
 
+class _DeepSpeedProbeFilter(logging.Filter):
+    """Accelerate imports DeepSpeed (when installed) on every run, ZeRO or not (`unwrap_model`), and
+    DeepSpeed then logs which accelerator it found from its module real_accelerator — a warning on every
+    CPU run ("Setting accelerator to CPU ...") that nothing can act on. Only that module's records of the
+    "DeepSpeed" logger are dropped; DeepSpeed's other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.module != "real_accelerator"
+
+
+def _quiet_deepspeed_probe() -> None:
+    logger = logging.getLogger("DeepSpeed")  # the logger deepspeed.utils.logging creates (same object)
+    if not any(isinstance(f, _DeepSpeedProbeFilter) for f in logger.filters):
+        logger.addFilter(_DeepSpeedProbeFilter())
+
+
 # ------------------------------------------------------------------------------------------ one step
 
 
@@ -266,11 +291,47 @@ def train_step(run: TrainRun, batch) -> StepResult:
     return StepResult(loss=loss.detach(), finite=finite, stepped=accelerator.sync_gradients)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT held back (delivered when the block ends) while the loaders start their decoding processes,
+    which inherit the mask: a Ctrl-C — sent to the whole foreground process group — then reaches the trainer
+    only, which stops after the step with a checkpoint, instead of killing the workers mid-batch."""
+    if not _in_main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _any_rank(accelerator, *flags: bool) -> list[bool]:
+    """Each flag: True on some rank (every rank decides the same, at the same step)."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=accelerator.device)
+    return [v > 0 for v in accelerator.reduce(t, reduction="sum").tolist()]
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
+
+
 # --------------------------------------------------------------------------------------------- trainer
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool | str = True
+    ):
         if not cfg.data.shards:
             raise TrainError("no data: give --data SHARDS (a folder made by `stts shard`)")
         self.cfg = cfg
@@ -282,10 +343,13 @@ class Trainer:
         except DataError as err:
             raise TrainError(str(err)) from None
         self.console = console
-        self.show_progress = progress
+        # True: a bar on a terminal, plain lines otherwise ("auto"); False: nothing ("none")
+        self.progress_mode = {True: "auto", False: "none"}.get(progress, progress)
         self._resume_request = resume
         self.state = TrainState()
         self.history: list[dict] = []
+        self._stop_signal: int | None = None  # SIGINT / SIGTERM received: stop after the step
+        self._last_save = time.monotonic()
 
     # ---- setup
     def _accelerator(self):
@@ -293,6 +357,7 @@ class Trainer:
         from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
         cfg = self.cfg
+        _quiet_deepspeed_probe()
         if not torch.distributed.is_initialized():
             # Accelerate keeps process-wide singletons: a second run in the same process (the demo, tests,
             # a notebook) with another precision would be refused. A run is a whole new training, so start
@@ -318,7 +383,7 @@ class Trainer:
         return Accelerator(**kwargs)
 
     def _build_model(self):
-        from stts.checkpoint import read_checkpoint
+        from stts.checkpoint import CheckpointError, read_checkpoint
         from stts.registry import build_model, spec_of
         from stts.selection import SELECTOR_KEY
 
@@ -329,7 +394,10 @@ class Trainer:
             raise TrainError(str(err)) from None
         if cfg.model.init:
             spec = spec_of(model)
-            state, _ = read_checkpoint(cfg.model.init)
+            try:
+                state, _ = read_checkpoint(cfg.model.init)
+            except CheckpointError as err:
+                raise TrainError(f"--init: {err}") from None
             state = spec.convert_state(state)  # torchvision and other layouts the family knows
             own = model.state_dict()
             keep = {
@@ -406,6 +474,7 @@ class Trainer:
             for old in done[: -self.cfg.checkpoint.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
+        self._last_save = time.monotonic()
 
     def _save_model(self, accelerator, model, path: Path, **extra) -> None:
         from stts.checkpoint import save_checkpoint
@@ -451,6 +520,29 @@ class Trainer:
         self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__ if k in data})
         self._say(f"resumed from {point.name} (epoch {self.state.epoch}, iteration {self.state.epoch_iter})")
         return True
+
+    def _summary(self, run: TrainRun, iters: int) -> str:
+        """One line at the start: what trains from what, for how long, and what its files will weigh (a
+        checkpoint holds the weights and AdamW's two moments: three times model.pt)."""
+        cfg = self.cfg
+        params = sum(p.numel() for p in run.bare.parameters())
+        weights = sum(p.numel() * p.element_size() for p in run.bare.parameters())
+        start = f"from {cfg.model.init}" if cfg.model.init else "from random weights (no --init)"
+        frozen = cfg.optim.frozen_backbone_epochs
+        if cfg.optim.lr_schedule in ("two_rate", "mvit") and frozen > 0:
+            start += f", backbone frozen for {frozen:g} epochs"
+        every = cfg.checkpoint.checkpoint_minutes
+        cadence = "at epoch ends" + (f", every {every:g} min" if every else "")
+        if cfg.checkpoint.checkpoint_every:
+            cadence += f", every {cfg.checkpoint.checkpoint_every} steps"
+        return (
+            f"train {cfg.model.name} ({params / 1e6:.2f} M parameters) {start}; "
+            f"{cfg.training.epochs} epochs × {iters} iterations per process"
+            + (f" (stops after {cfg.training.max_steps} steps)" if cfg.training.max_steps else "")
+            + "; files: model.pt "
+            f"≈ {_mb(weights)}, a checkpoint ≈ {_mb(3 * weights)} ({cadence}, last {cfg.checkpoint.keep_last} "
+            f"kept) in {self.out}"
+        )
 
     # ---- output
     def _say(self, text: str) -> None:
@@ -516,6 +608,7 @@ class Trainer:
             window=WindowMeter(accelerator.device),
         )
         resumed = self._resume(accelerator, optimizer)
+        self._say(self._summary(run, iters))
         if self._main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
@@ -525,21 +618,32 @@ class Trainer:
             accelerator.init_trackers("tensorboard")
         self._log({"event": "resume" if resumed else "start", "iteration": self.state.iteration})
         accelerator.wait_for_everyone()
-        if self._main and self.show_progress:
-            run.display = _Display(self, total_steps)
+        if self._main and self.progress_mode != "none":
+            run.display = _Display(self, total_steps, self.progress_mode)
         if cfg.logging.rank_logs:
             run.keys_file = open(self.out / f"rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
         return run
 
     # ---- the loop
     def fit(self) -> TrainResult:
+        previous = self._catch_stop_signals()
+        try:
+            return self._fit()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _fit(self) -> TrainResult:
         run = self._setup()
+        self._last_save = time.monotonic()
         stopped = None
         try:
             if run.display:
                 run.display.start()
             while self.state.epoch < self.cfg.training.epochs and stopped is None:
                 stopped = self._epoch(run)
+                if stopped is None and _any_rank(run.accelerator, self._stop_signal is not None)[0]:
+                    stopped = self._interrupted(run)  # the epoch's end wrote the checkpoint
             if run.keys_file:
                 checksum = sum(float(p.detach().double().sum()) for p in run.bare.parameters())
                 run.keys_file.write(json.dumps({"event": "end", "checksum": checksum}) + "\n")
@@ -551,7 +655,8 @@ class Trainer:
         return self._finish(run, stopped)
 
     def _epoch(self, run: TrainRun) -> str | None:
-        """One epoch from the saved position; a reason to stop (``"nonfinite"``, ``"max_steps"``) or None."""
+        """One epoch from the saved position; a reason to stop (``"nonfinite"``, ``"max_steps"``,
+        ``"interrupted"``) or None."""
         for batch in self._batches(run):
             self._set_schedule(run)
             self._record_keys(run, batch)
@@ -562,7 +667,48 @@ class Trainer:
                 stop = self._checkpoint_if_due(run)
             if stop is not None:
                 return stop
+        if self._stop_signal is not None and self.state.epoch_iter < len(run.loader):
+            # the loader stopped early: a signal sent to every process (SIGTERM from a scheduler) ended its
+            # decoding workers too. One process at an optimizer step can still save an exact checkpoint; on
+            # several, the ranks would disagree on the step, so they stop with the last checkpoint.
+            if run.accelerator.num_processes == 1 and run.stepped:
+                self._save(run.accelerator, run.model, reason="interrupt")
+            return self._interrupted(run)
         return self._end_epoch(run)
+
+    # ---- interruptions
+    def _catch_stop_signals(self) -> dict:
+        """SIGINT / SIGTERM stop the run after the current optimizer step with a checkpoint (`_on_signal`);
+        the handlers they replace are returned (fit restores them). Only the main thread can set them."""
+        if not _in_main_thread():
+            return {}
+        self._pid = os.getpid()
+        return {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:  # a forked decoding worker's copy of the trainer: not ours to stop
+            return
+        if self._stop_signal is not None:
+            if signum == signal.SIGINT == self._stop_signal:  # Ctrl-C twice: stop at once, no checkpoint
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            return  # already stopping (e.g. a launcher's SIGTERM after the terminal's SIGINT)
+        self._stop_signal = signum
+        if getattr(self, "_main", True):
+            name = signal.Signals(signum).name
+            again = "; Ctrl-C again stops at once, without one" if signum == signal.SIGINT else ""
+            sys.stderr.write(f"\n{name}: stopping after this step, with a checkpoint{again}\n")
+            sys.stderr.flush()
+
+    def _interrupted(self, run: TrainRun) -> str:
+        st = self.state
+        point = find_resume_point(self.out)
+        name = signal.Signals(self._stop_signal or signal.SIGINT).name
+        self._say(
+            f"interrupted ({name}) at step {st.optimizer_steps}, epoch {st.epoch} iteration {st.epoch_iter}: "
+            f"checkpoint {point}; run the same command to resume"
+        )
+        return "interrupted"
 
     # ---- the named steps of an iteration
     def _batches(self, run: TrainRun):
@@ -572,15 +718,21 @@ class Trainer:
         run.loader.set_epoch(st.epoch)
         run.model.train()
         batches = iter(run.loader)
-        for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
-            next(batches)
+        with _sigint_held():  # the first batch starts the decoding workers
+            for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
+                next(batches)
         run.window.restart(st.optimizer_steps)
         while st.epoch_iter < len(run.loader):
             run.window.wait_begins()
             try:
-                batch = next(batches)
+                with _sigint_held():
+                    batch = next(batches)
             except StopIteration:
                 return
+            except Exception:
+                if self._stop_signal is None:
+                    raise
+                return  # the decoding workers got the stop signal too (see _epoch)
             run.window.wait_ends()
             yield batch
 
@@ -621,6 +773,9 @@ class Trainer:
             or self._log_due(run)
             or (result.stepped and limit is not None and upper >= limit)
             or (result.stepped and every and upper % every == 0)
+            # a stop signal on one process: settle now, stop after this step (several processes settle at
+            # the same iterations only, so they agree on the step at the next logging window)
+            or (self._stop_signal is not None and run.accelerator.num_processes == 1)
         )
         return self._settle(run) if due else None
 
@@ -693,14 +848,23 @@ class Trainer:
         """``max_steps`` reached: a checkpoint and stop; every ``checkpoint_every`` optimizer steps inside an
         epoch: a checkpoint (the epoch's end saves anyway). Decided on settled counts only."""
         st, cfg = self.state, self.cfg
-        if not run.stepped:
+        if not run.stepped:  # mid accumulation window: a checkpoint here could not resume exactly
             return None
         if cfg.training.max_steps is not None and st.optimizer_steps >= cfg.training.max_steps:
             self._save(run.accelerator, run.model, reason="max_steps")
             return "max_steps"
+        minutes = cfg.checkpoint.checkpoint_minutes
+        timed = bool(minutes) and time.monotonic() - self._last_save >= 60 * minutes
+        stop, timed = _any_rank(run.accelerator, self._stop_signal is not None, timed)
+        if stop:
+            self._save(run.accelerator, run.model, reason="interrupt")
+            return self._interrupted(run)
         every = cfg.checkpoint.checkpoint_every
-        if every and st.optimizer_steps % every == 0 and st.epoch_iter < len(run.loader):
-            self._save(run.accelerator, run.model, reason="every")
+        if st.epoch_iter < len(run.loader):  # the epoch end saves anyway
+            if every and st.optimizer_steps % every == 0:
+                self._save(run.accelerator, run.model, reason="every")
+            elif timed:
+                self._save(run.accelerator, run.model, reason="time")
         return None
 
     def _end_epoch(self, run: TrainRun) -> str | None:
@@ -717,7 +881,8 @@ class Trainer:
         st.epoch_iter = 0
         extra: dict[str, Any] = {}
         if due:
-            result = self._validate(run.model, run.val_loader)
+            with _sigint_held():  # its decoding workers too; a Ctrl-C here stops after the validation
+                result = self._validate(run.model, run.val_loader)
             run.model.train()
             extra = {"val": result}
             self.history.append({"epoch": st.epoch, **result})
@@ -739,12 +904,18 @@ class Trainer:
         if stopped is None or stopped == "max_steps":
             self._save_model(accelerator, run.model, self.out / "model.pt")
         self._log({"event": "end", "iteration": self.state.iteration, "stopped": stopped})
-        if self.cfg.logging.tensorboard:
-            accelerator.end_training()
         accelerator.wait_for_everyone()
-        if accelerator.num_processes > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        return TrainResult(out=self.out, state=self.state, history=self.history, stopped=stopped)
+        # last: Accelerate's end_training closes the trackers and then destroys the process group, so no
+        # collective (wait_for_everyone) may follow it
+        accelerator.end_training()
+        return TrainResult(
+            out=self.out,
+            state=self.state,
+            history=self.history,
+            stopped=stopped,
+            main_process=self._main,
+            signal=self._stop_signal if stopped == "interrupted" else None,
+        )
 
     def _validate(self, model, loader) -> dict:
         from stts.evaluate import evaluate
@@ -760,6 +931,7 @@ class Trainer:
             count_flops=False,
             selection_metrics=False,
             precision=self.precision,
+            seed=self.cfg.training.seed,
         )
         return {
             "top1": float(result.top1),
@@ -769,46 +941,41 @@ class Trainer:
 
 
 class _Display:
-    """rich progress on the main process: step/s, clips/s, share of time waiting for data, loss, lr, σ, ETA."""
+    """Progress on the main process (`stts.progress.ProgressLog`: a live bar on a terminal, plain lines in a
+    log): optimizer steps, epoch, loss, lr, σ, step/s, clips/s, share of time waiting for data, ETA. A line
+    is printed with each ``metrics.jsonl`` record (every ``log_every`` iterations) and at least every
+    30 seconds."""
 
-    def __init__(self, trainer: Trainer, total_steps: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def __init__(self, trainer: Trainer, total_steps: int, mode: str):
+        from stts.progress import ProgressLog
 
-        self.progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=trainer.console,
-            transient=False,
-        )
-        self.task = self.progress.add_task("train", total=total_steps, info="")
+        self.log = ProgressLog("train", total_steps, console=trainer.console, mode=mode, unit="steps")
         self.rate = ""
 
     def start(self) -> None:
-        self.progress.start()
+        self.log.start()
 
     def stop(self) -> None:
-        self.progress.stop()
+        self.log.stop()
 
     def rates(self, record: dict) -> None:
-        """The logging window's figures (the only place the host reads the loss: no sync per step)."""
+        """A metrics record (the only place the host reads the loss: no sync per step): new rates, and a
+        line (lines mode) with the window's mean loss."""
         loss = "—" if record.get("loss") is None else f"{record['loss']:.3f}"
         lr = max(record["lr"].values()) if record.get("lr") else 0.0
-        info = (
-            f"ep {record['epoch']:.2f} loss {loss} lr {lr:.2e} σ {record['sigma']:.3f} "
-            f"{record.get('steps_per_s') or 0.0:.2f} step/s, {record.get('clips_per_s') or 0.0:.1f} clips/s, "
-            f"data wait {record['data_wait']:.0%}"
-        )
-        self.progress.update(self.task, info=info)
+        cps = record.get("clips_per_s") or 0.0
+        rate = f"{record.get('steps_per_s') or 0.0:.2f} step/s, {cps:.1f} clips/s, data wait {record['data_wait']:.0%}"
+        info = f"ep {record['epoch']:.2f} loss {loss} lr {lr:.2e} σ {record['sigma']:.3f} {rate}"
+        self.log.update(record["step"], info, line=True)
 
     def advance(self, steps: int) -> None:
-        self.progress.update(self.task, completed=steps)
+        self.log.update(steps)
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True
+    cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool | str = True
 ) -> TrainResult:
-    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.checkpoint.out`` holds a checkpoint."""
+    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.checkpoint.out`` holds a checkpoint.
+    ``progress``: True (a live bar on a terminal, plain lines otherwise), False, or a mode of
+    `stts.progress.MODES`."""
     return Trainer(cfg, resume=resume, console=console, progress=progress).fit()

@@ -628,6 +628,22 @@ MVIT_RECIPE = Recipe(
     plain_model="mvit_b_16x4",
 )
 
+
+def selection_counts(cfg: MViTConfig) -> dict[str, tuple[int, int]]:
+    """(candidates, k) of each selection (`FamilySpec.selection_counts`): candidates are what a ratio of 1
+    keeps."""
+    (k_t, k_s), (n_t, n_s) = (
+        selection_sizes(cfg),
+        selection_sizes(replace(cfg, time_left_ratio=1.0, space_left_ratio=1.0)),
+    )
+    counts = {}
+    if k_t is not None:
+        counts["t"] = (n_t, k_t)
+    if k_s is not None:
+        counts["s"] = (n_s, k_s)
+    return counts
+
+
 SPEC = register_family(
     FamilySpec(
         name="mvit",
@@ -643,5 +659,6 @@ SPEC = register_family(
             "space_pruning_loc": MViTConfig().space_pruning_loc,
         },
         convert_state=convert_state,
+        selection_counts=selection_counts,
     )
 )

@@ -42,8 +42,9 @@ class Recipe:
         (mmaction); the ranking is the same, the reported probabilities differ.
     train: the `stts.engine.TrainConfig` sections of the official training run, as in ``config.yaml``
         (only what differs from the defaults); `stts.engine.recipe_for` builds the config from it.
-    default_model / plain_model: what ``stts train --backbone NAME`` trains without ratios, and the
-        all-token entry that ``--t-ratio`` / ``--s-ratio`` add selection to.
+    default_model / plain_model: the model of the official run (`stts.engine.recipe_for`; ``stts train
+        --backbone NAME`` alone does not pick it, it asks which model), and the all-token entry that
+        ``--t-ratio`` / ``--s-ratio`` add selection to.
     """
 
     clip: str
@@ -60,6 +61,10 @@ class Recipe:
 
 def _same(state: dict) -> dict:
     return state
+
+
+def _no_selection(cfg: Any) -> dict[str, tuple[int, int]]:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class FamilySpec:
         ``--init``, official files in ``stts eval``).
     legacy_config_keys: config field names of older versions → today's, for configs saved in checkpoints
         and run folders.
+    selection_counts: ``cfg → {"t": (candidates, k), "s": (candidates, k)}`` for the selections the config
+        has, as the model derives k (``k = int(candidates · ratio)``): temporal slices, tokens per frame
+        where spatial selection runs (the first such place).
     """
 
     name: str
@@ -97,6 +105,7 @@ class FamilySpec:
     default_locs: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     convert_state: Callable[[dict], dict] = _same
     legacy_config_keys: Mapping[str, str] = field(default_factory=dict)
+    selection_counts: Callable[[Any], dict[str, tuple[int, int]]] = _no_selection
 
     def __post_init__(self) -> None:
         for name, cfg in self.variants.items():

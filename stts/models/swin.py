@@ -404,15 +404,7 @@ class SwinTransformer3D(nn.Module):
             selector.sigma = cfg.sigma
 
     def _space_k(self) -> dict[int, int]:
-        """Stage → tokens kept per frame by spatial selection, tracking the square grid through the
-        stages (PatchMerging rounds up) and through earlier spatial selections."""
-        side, ks = self.cfg.num_patches[1], {}
-        for s in range(len(self.cfg.depths)):
-            if s in self.cfg.space_pruning_loc:
-                ks[s] = int(side * side * self.cfg.space_left_ratio)
-                side = math.isqrt(ks[s])
-            side = -(-side // 2)
-        return ks
+        return {stage: k for stage, (_, k) in space_sizes(self.cfg).items()}
 
     def selectors(self) -> list[TemporalSelector | SpatialSelector]:
         """Every selector (temporal first), e.g. for the trainer to set `sigma`."""
@@ -624,6 +616,31 @@ SWIN_RECIPE = Recipe(
     plain_model="swin_b_32x2",
 )
 
+
+def space_sizes(cfg: SwinConfig) -> dict[int, tuple[int, int]]:
+    """Stage → (tokens per frame there, tokens kept) of spatial selection, tracking the square grid through
+    the stages (PatchMerging rounds up) and through earlier spatial selections."""
+    side, sizes = cfg.num_patches[1], {}
+    for s in range(len(cfg.depths)):
+        if s in cfg.space_pruning_loc:
+            k = int(side * side * cfg.space_left_ratio)
+            sizes[s] = (side * side, k)
+            side = math.isqrt(k)
+        side = -(-side // 2)
+    return sizes
+
+
+def selection_counts(cfg: SwinConfig) -> dict[str, tuple[int, int]]:
+    """(candidates, k) of each selection (`FamilySpec.selection_counts`); spatial: its first stage."""
+    counts = {}
+    if cfg.time_k is not None:
+        counts["t"] = (cfg.num_patches[0], cfg.time_k)
+    spatial = space_sizes(cfg)
+    if spatial:
+        counts["s"] = spatial[min(spatial)]
+    return counts
+
+
 SPEC = register_family(
     FamilySpec(
         name="swin",
@@ -638,5 +655,6 @@ SPEC = register_family(
         default_locs={"time_pruning_loc": SwinConfig().time_pruning_loc},
         convert_state=convert_state,
         legacy_config_keys={"image_size": "crop_size"},
+        selection_counts=selection_counts,
     )
 )

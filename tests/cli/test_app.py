@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 
-COMMANDS = ["shard", "flops", "train", "eval", "predict", "viz", "bench", "demo"]
+COMMANDS = ["shard", "models", "flops", "train", "eval", "predict", "viz", "bench", "demo"]
 
 
 def test_help_lists_every_command():

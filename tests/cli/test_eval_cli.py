@@ -34,6 +34,12 @@ def setup(tmp_path_factory):
     save_checkpoint(root / "model.pt", model, meta=checkpoint_meta(model, classes=classes))
     wrong = build_model("swin_debug_t0.5", num_classes=3)
     save_checkpoint(root / "three.pt", wrong, meta=checkpoint_meta(wrong, classes=["a", "b", "c"]))
+    (root / "empty.pt").write_bytes(b"")
+    (root / "random.pt").write_bytes(bytes(range(7, 256)) * 8)
+    step = root / "run" / "checkpoints" / "step-00000004"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (root / "run" / "model.pt").write_bytes((root / "model.pt").read_bytes())
     return root
 
 
@@ -67,6 +73,30 @@ def test_eval_table(setup):
         assert text in result.output
 
 
+@needs_dali
+def test_random_selection_is_the_same_on_every_run_and_follows_seed(setup, tmp_path):
+    import torch
+
+    def run(*extra: str) -> dict:
+        out = tmp_path / f"eval{len(list(tmp_path.iterdir()))}"
+        args = ["eval", "--checkpoint", str(setup / "model.pt"), "--data", str(setup / "shards"),
+                "--views", "2x1", "--batch-size", "3", "--device", "cpu", "--strategy", "random",
+                "--out", str(out), "--json", *extra]  # fmt: skip
+        result = CliRunner().invoke(app, args, env=ENV)
+        assert result.exit_code == 0, result.output
+        saved = json.loads((out / "eval.json").read_text())
+        for timing in ("seconds", "clips_per_second"):
+            saved.pop(timing)
+        return saved
+
+    first = run()
+    torch.rand(1000)  # whatever used the global RNG in between (training, FLOP counting) changes nothing
+    again = run("--seed", "0")
+    assert first == again and first["seed"] == 0
+    other = run("--seed", "1")
+    assert other["seed"] == 1 and other["per_video"] != first["per_video"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -76,10 +106,18 @@ def test_eval_table(setup):
         (["--model", "nope"], "unknown model 'nope'"),
         (["--checkpoint", "model.pt", "--split", "train"], "has no split 'train'"),
         (["--checkpoint", "model.pt", "--data", "."], "no manifest.json"),  # the later --data wins
+        (["--checkpoint", "empty.pt"], "is empty (0 bytes): an interrupted copy or download; copy it again"),
+        (["--checkpoint", "random.pt"], "is not a PyTorch checkpoint"),
+        (
+            ["--checkpoint", "run/checkpoints/step-00000004"],
+            "is a training checkpoint folder of `stts train`",
+        ),
+        (["--checkpoint", "run/checkpoints/step-00000004"], "run/model.pt, or continue training"),
     ],
 )
 def test_eval_bad_input_one_line(setup, extra, message):
-    extra = [str(setup / e) if e.endswith(".pt") or e == "." else e for e in extra]
+    extra = [str(setup / e) if e.endswith(".pt") or e in (".", "run/checkpoints/step-00000004") else e
+             for e in extra]  # fmt: skip
     args = ["eval", "--data", str(setup / "shards"), *extra]
     result = CliRunner().invoke(app, args, env=ENV)
     assert result.exit_code == 2

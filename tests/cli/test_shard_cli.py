@@ -109,7 +109,16 @@ def _case(tmp_path: Path, root: Path, case: str) -> tuple[list, str]:
     if case == "unknown --split":
         return ["--src", "kinetics400", "--root", root, "--split", "validation-set", "--out", "OUT"], "split"
     if case == "unknown --src":
-        return ["--src", "kinetics700", "--root", root, "--split", "val", "--out", "OUT"], "unknown source"
+        return [
+            "--src",
+            "kinetics700",
+            "--root",
+            root,
+            "--split",
+            "val",
+            "--out",
+            "OUT",
+        ], "--src 'kinetics700'"
     if case == "no rows for the split":
         other = tmp_path / "k400_train_only"
         write_k400_csv(other / "annotations" / "train.csv", source=K400_TRAIN_CSV)
@@ -448,4 +457,6 @@ def test_synthetic_colour_cue_options(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "cue must be one of" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2 and "--cue 'sound': choose one of" in bad.stderr and "Traceback" not in bad.stderr
+    )

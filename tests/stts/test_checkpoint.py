@@ -111,15 +111,56 @@ def test_conversion_hook(tmp_path):
     assert _same(src, dst)
 
 
-def test_unreadable_files(tmp_path):
-    with pytest.raises(CheckpointError, match="no such file"):
-        read_checkpoint(tmp_path / "nope.pth")
-    (tmp_path / "junk.pth").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be read"):
-        read_checkpoint(tmp_path / "junk.pth")
-    torch.save({"epoch": 1, "cfg": "x"}, tmp_path / "empty.pth")
-    with pytest.raises(CheckpointError, match="no state dict"):
-        read_checkpoint(tmp_path / "empty.pth")
+def _message(path) -> str:
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    text = str(err.value)
+    assert "\n" not in text and str(path) in text
+    return text
+
+
+def test_unreadable_files_say_what_they_are_and_what_to_do(tmp_path):
+    import argparse
+
+    assert "no such file" in _message(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(bytes(range(256)) * 4)  # random bytes
+    assert "is not a PyTorch checkpoint" in _message(tmp_path / "junk.pth")
+    (tmp_path / "zero.pth").write_bytes(b"")
+    assert "is empty (0 bytes)" in _message(tmp_path / "zero.pth") and "copy it again" in _message(
+        tmp_path / "zero.pth"
+    )
+    torch.save({"model_state": {"w": torch.zeros(64, 64)}}, tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    assert "damaged or truncated PyTorch file" in _message(tmp_path / "cut.pth")
+    torch.save({"w": torch.zeros(2), "args": argparse.Namespace(lr=1)}, tmp_path / "objects.pth")
+    text = _message(tmp_path / "objects.pth")
+    assert "Python objects besides tensors (argparse.Namespace)" in text and "weights_only=False" in text
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, tmp_path / "model.safetensors")  # Accelerate's, in a training checkpoint
+    state, rest = read_checkpoint(tmp_path / "model.safetensors")
+    assert torch.equal(state["w"], torch.ones(2)) and rest == {}
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:-4])
+    assert "is a damaged or truncated safetensors file" in _message(tmp_path / "cut.safetensors")
+    torch.save({"epoch": 1, "cfg": "x"}, tmp_path / "nostate.pth")
+    assert "no state dict" in _message(tmp_path / "nostate.pth")
+
+
+def test_folders_say_which_file_to_use(tmp_path):
+    run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000012"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (run / "model.pt").write_bytes(b"x")
+    (run / "best.pt").write_bytes(b"x")
+    text = _message(step)
+    assert "a training checkpoint folder of `stts train`" in text
+    assert f"use {run / 'best.pt'} or {run / 'model.pt'}" in text and f"stts train --out {run}" in text
+    assert "the checkpoints folder of a training run" in _message(run / "checkpoints")
+    assert "a training run folder" in _message(run)
+    (tmp_path / "other").mkdir()
+    assert "is a folder; give a checkpoint file" in _message(tmp_path / "other")
 
 
 def test_model_from_checkpoint_rebuilds_the_saved_config(tmp_path):

@@ -281,7 +281,16 @@ def test_cli_build_config_picks_model_and_recipe():
         "swin",
         8,
     )
-    assert build(backbone="mvit").model.name == "mvit_b_16x4_t0.6_s0.9"
+    with pytest.raises(ValueError) as err:  # the recipe alone names no model: the zoo's are listed
+        build(backbone="mvit")
+    assert "--backbone mvit picks the recipe; say the model too" in str(err.value)
+    assert "mvit_b_16x4_t0.6_s0.9" in str(err.value) and "mvit_debug" not in str(err.value)
+    # from scratch the recipe's frozen backbone is not frozen, unless asked; with --init it is
+    assert build(backbone="mvit", t_ratio=0.5).optim.frozen_backbone_epochs == 0
+    kept = build(backbone="mvit", t_ratio=0.5, sets=["frozen_backbone_epochs=3"])
+    assert kept.optim.frozen_backbone_epochs == 3
+    pretrained = build(backbone="mvit", t_ratio=0.5, settings={"init": "k400.pyth"})
+    assert pretrained.optim.frozen_backbone_epochs == 3
     cfg = build(model="mvit_debug_t0.5_s0.5", strategy="random", sets=["epochs=3"])
     assert cfg.recipe == "mvit" and cfg.model.overrides == {"strategy": "random"} and cfg.training.epochs == 3
     with pytest.raises(ValueError, match="temporal selection only"):
@@ -290,6 +299,46 @@ def test_cli_build_config_picks_model_and_recipe():
         build()
     with pytest.raises(ValueError, match="selection strategy"):
         build(model="mvit_debug_t0.5_s0.5", strategy="best")
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"t_ratio": 0.0}, "--t-ratio 0: the share of frames to keep, in (0, 1]; e.g. --t-ratio 0.5"),
+        ({"s_ratio": 1.5}, "--s-ratio 1.5: the share of tokens of each frame to keep, in (0, 1]"),
+        (
+            {"t_ratio": 0.01},
+            "--t-ratio 0.01 keeps no frame: mvit_b_16x4 selects among 8 temporal slices and keeps "
+            "int(8 × 0.01) = 0; give at least 1/8 = 0.125",
+        ),
+        (
+            {"s_ratio": 0.001},
+            "--s-ratio 0.001 keeps no token: mvit_b_16x4 selects among 196 tokens per frame",
+        ),
+        (
+            {"backbone": None, "model": "mvit_b_16x4_t0.6_s0.9", "sets": ["model.t_ratio=0.1"]},
+            "--set model.t_ratio=0.1 keeps no frame: mvit_b_16x4_t0.6_s0.9",
+        ),
+        ({"t_ratio": 0.5, "sets": ["model.t_ratio=0"]}, "--set model.t_ratio=0: t_ratio must be in (0, 1]"),
+    ],
+)
+def test_selection_ratios_are_checked_in_the_users_terms(kw, message):
+    from cli.train import build_config
+
+    args = dict(backbone="mvit", model=None, t_ratio=None, s_ratio=None, strategy=None, frames=None,
+                recipe=None, settings={}, sets=[])  # fmt: skip
+    with pytest.raises(ValueError) as err:
+        build_config(**{**args, **kw})
+    assert message in str(err.value)
+    assert "time_left_ratio" not in str(err.value) and "k must be" not in str(err.value)
+
+
+def test_selection_counts_of_the_zoo():
+    from stts.registry import model_config, selection_counts
+
+    assert selection_counts(model_config("mvit_b_16x4_t0.9_s0.9")) == {"t": (8, 7), "s": (196, 169)}
+    assert selection_counts(model_config("swin_b_32x2_t0.5")) == {"t": (16, 9)}
+    assert selection_counts(model_config("mvit_b_16x4")) == {}
 
 
 def test_train_config_defaults_are_valid():

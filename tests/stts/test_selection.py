@@ -17,6 +17,7 @@ from stts.selection import (
     minmax_normalise,
     perturbed_topk,
     random_indices,
+    seeded_selection,
     uniform_indices,
 )
 
@@ -200,6 +201,30 @@ def test_controls_select_hard_without_the_scorer(strategy):
     assert set(TemporalSelector(4, 3, strategy=strategy).state_dict()) == set(
         TemporalSelector(4, 3).state_dict()
     )
+
+
+def test_seeded_selection_draws_the_same_whatever_ran_before_then_lets_go():
+    from stts.registry import build_model, input_shape
+
+    model = build_model("mvit_debug_t0.5_s0.5", strategy="random").eval()
+    video = torch.randn(input_shape(model, batch=2))
+
+    def kept() -> list[list[list[int]]]:
+        model(video)
+        return [s.last_indices.tolist() for s in model.selectors()]
+
+    with seeded_selection(model, 5):
+        first = kept()
+    torch.rand(100)  # the global RNG moves on
+    with seeded_selection(model, 5):
+        assert kept() == first
+    with seeded_selection(model, 6):
+        assert kept() != first
+    assert all(s.generator is None for s in model.selectors())  # back to the global RNG (training)
+    torch.manual_seed(1)
+    a = kept()
+    torch.manual_seed(1)
+    assert kept() == a
 
 
 def test_unknown_strategy_and_too_many_frames():

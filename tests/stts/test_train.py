@@ -64,11 +64,31 @@ def test_train_writes_a_complete_run(shards, tmp_path):
     # the MViT recipe's repeated augmentation and mixup included
     done = run_cli(
         base_args(
-            shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1", "--set", "num_sample=2"
+            shards, out, "--set", "checkpoint_every=2", "--set", "eval_every=1", "--set", "num_sample=2",
+            "--set", "log_every=3",
         )
-    )
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "done" in done.stdout and "val top-1" in done.stdout
+    # not a terminal, --quiet: a plain line per log record (iterations 3, 6, 9, 12; more when 30 s pass
+    # between them), whole, with the bar's fields; none of DALI's RandAugment deprecation warnings
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("train ")]
+    for step in (3, 6, 9):
+        assert any(ln.startswith(f"train {step}/12 steps ({step / 12:.0%}) · ep ") for ln in lines), lines
+    assert lines[-1].startswith("train 12/12 steps (100%) · ep 2.00 loss ")
+    records = lines[next(i for i, ln in enumerate(lines) if ln.startswith("train 3/12")) :]
+    for field in ("lr ", "σ ", "step/s", "clips/s", "data wait", "elapsed"):
+        assert all(field in ln for ln in records), (field, lines)
+    assert "ETA" in lines[-2] and max(map(len, lines)) > 100  # no cut at 80 columns
+    assert f"→ {out / 'model.pt'}" in done.stdout  # the done: line whole too
+    assert "DeprecationWarning" not in done.stderr, done.stderr[-2000:]
+    assert "Setting accelerator" not in done.stdout + done.stderr  # DeepSpeed's accelerator probe
+    # the start: no --init is worth a warning; the first line says what trains and what its files weigh
+    assert "warning: the mvit recipe fine-tunes a pretrained backbone" in done.stdout
+    assert f"train {MODEL} (0.16 M parameters) from random weights (no --init); 2 epochs × 6 iterations" in (
+        done.stdout
+    )
+    assert "a checkpoint ≈ 1.9 MB" in done.stdout
     for name in ("config.yaml", "metrics.jsonl", "model.pt", "best.pt"):
         assert (out / name).is_file(), name
     cfg = load_config(out / "config.yaml")
@@ -118,6 +138,47 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(shard
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
 
+def _interrupt(cmd: list[str], out: Path, sig: int, after_records: int) -> tuple[int, str]:
+    """Run ``cmd`` in its own process group and send ``sig`` to the whole group (as a terminal's Ctrl-C
+    does: the decoding workers get it too) once metrics.jsonl has ``after_records`` train lines."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        metrics = out / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().count('"event": "train"') >= after_records):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no progress within 240 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, output
+
+
+def test_sigint_and_sigterm_stop_after_the_step_with_a_checkpoint(shards, tmp_path):
+    out = tmp_path / "run"
+    # the PyAV decoder runs in worker processes: they must not die of the terminal's Ctrl-C
+    args = base_args(shards, out, "--set", "val_split=null", "--set", "log_every=1", "--decoder", "pyav")
+    cmd = [sys.executable, "-m", "cli", *args]
+    code, output = _interrupt(cmd, out, signal.SIGINT, after_records=2)
+    assert code == 130, output[-3000:]
+    assert "SIGINT: stopping after this step, with a checkpoint" in output
+    step = int(output.split("interrupted (SIGINT) at step ")[1].split(",")[0])
+    assert f"checkpoint {out / 'checkpoints' / f'step-{step:08d}'}; run the same command to resume" in output
+    state = json.loads((out / "checkpoints" / f"step-{step:08d}" / "trainer_state.json").read_text())
+    assert state["reason"] == "interrupt" and state["optimizer_steps"] == step >= 2
+    assert "Traceback" not in output
+
+    code, output = _interrupt(cmd, out, signal.SIGTERM, after_records=step + 2)  # the same command resumes
+    assert code == 143, output[-3000:]
+    assert f"resumed from step-{step:08d}" in output and "interrupted (SIGTERM) at step " in output
+    later = int(output.split("interrupted (SIGTERM) at step ")[1].split(",")[0])
+    assert later > step and (out / "checkpoints" / f"step-{later:08d}" / "trainer_state.json").is_file()
+
+
 def test_resume_with_other_settings_is_refused_and_a_run_of_the_previous_version_resumes(shards, tmp_path):
     out = tmp_path / "run"
     extra = ("--set", "val_split=null", "--set", "checkpoint_every=2")
@@ -159,6 +220,27 @@ def test_resume_with_other_settings_is_refused_and_a_run_of_the_previous_version
     assert "cannot be resumed by this version" in bad.stderr and "frobnicate" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+        (lambda p: p.write_bytes(bytes(range(9, 250)) * 4), "is not a PyTorch checkpoint"),
+        (lambda p: p.mkdir(), "is a folder; give a checkpoint file"),
+    ],
+)
+def test_a_bad_init_checkpoint_is_one_line_saying_what_it_is(shards, tmp_path, make, message):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    init = tmp_path / "pretrained.pyth"
+    make(init)
+    done = CliRunner().invoke(app, base_args(shards, tmp_path / "run", "--init", str(init)))
+    assert done.exit_code == 2, done.output
+    assert f"--init: checkpoint {init} " in done.output and message in done.output
+    assert "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
+
+
 class _NaNTrainer(Trainer):
     """Makes the logits non-finite on the forward calls listed in ``bad`` (1-based)."""
 
@@ -184,6 +266,18 @@ def _nan_config(shards, out, **changes):
          "num_threads": 1, "decoder": "dali-cpu", "val_split": None, "tensorboard": False,
          "frozen_backbone_epochs": 0.0, "checkpoint_every": 2, **changes},
     )  # fmt: skip
+
+
+def test_a_checkpoint_every_checkpoint_minutes(shards, tmp_path):
+    """The time-based cadence (default 30 min; here a checkpoint is due at every optimizer step)."""
+    cfg = _nan_config(shards, tmp_path / "run", checkpoint_every=0, checkpoint_minutes=1e-9, keep_last=10)
+    assert RECIPES["mvit"].checkpoint.checkpoint_minutes == 30
+    Trainer(cfg, progress=False).fit()
+    reasons = {
+        p.name: json.loads((p / "trainer_state.json").read_text())["reason"]
+        for p in sorted((tmp_path / "run" / "checkpoints").iterdir())
+    }
+    assert reasons == {f"step-{i:08d}": "time" for i in range(1, 6)} | {"step-00000006": "epoch"}
 
 
 def test_a_nonfinite_loss_skips_its_step(shards, tmp_path):
@@ -241,10 +335,17 @@ def _check_ranks(out: Path, samples: int) -> None:
 
 def test_two_cpu_processes_train_in_sync_on_disjoint_shards(shards, tmp_path):
     out = tmp_path / "ddp"
-    done = _launch(base_args(shards, out, "--set", "rank_logs=true", "--set", "val_split=null"))
+    # every default on, TensorBoard included: its tracker is closed before the process group goes
+    args = base_args(shards, out)
+    at = args.index("tensorboard=false")
+    del args[at - 1 : at + 1]
+    done = _launch([*args, "--set", "rank_logs=true", "--set", "val_split=null"])
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Default process group has not been initialized" not in done.stderr
     _check_ranks(out, samples=12)
     assert (out / "model.pt").is_file()
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len([line for line in done.stdout.splitlines() if line.startswith("done")]) == 1, done.stdout
 
 
 @pytest.mark.slow
