@@ -77,15 +77,12 @@ def make_shards(root: Path, kind: str, workers: int) -> Path:
 
 def shard_items(shards: Path) -> list[tuple[str, int, int, int, int, float]]:
     """``(tar, offset, size, label, num_frames, fps)`` per sample, from the ``.idx`` files and ``.i32``."""
-    from pipelines.pyav_feed import list_samples, parse_i32, read_member
+    from shards.format import list_samples, parse_i32, read_member, read_split
 
-    tars = sorted(str(p) for p in shards.glob("train-*.tar"))
-    idxs = [t[: -len(".tar")] + ".idx" for t in tars]
     items = []
-    for s in list_samples(tars, idxs):
+    for s in list_samples(read_split(shards, "train").tars):
         label, n, fps, _, _ = parse_i32(read_member(s.tar, *s.members["i32"]))
-        ext = s.video.partition(".")[2]
-        items.append((s.tar, *s.members[ext], label, n, fps))
+        items.append((s.tar, *s.members[s.video_ext], label, n, fps))
     return items
 
 

@@ -20,26 +20,9 @@ from cli.main import app, console, err_console, fail, parse_views
 
 def shard_classes(data: Path, split: str) -> list[str]:
     """The class names of a shards folder (manifest.json, else classes.txt); checks the split exists."""
-    manifest_path = data / "manifest.json"
-    if not manifest_path.is_file():
-        raise ValueError(
-            f"no manifest.json in {data}: give the folder `stts shard --out` wrote (or build it first)"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError:
-        raise ValueError(f"{manifest_path} is not valid JSON: rebuild the shards with `stts shard`") from None
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ValueError(
-            f"{data} has no split {split!r} (it has {', '.join(sorted(splits)) or 'none'}); pick --split"
-        )
-    classes = manifest.get("classes")
-    if not classes and (data / "classes.txt").is_file():
-        classes = [ln.strip() for ln in (data / "classes.txt").read_text().splitlines() if ln.strip()]
-    if not classes:
-        raise ValueError(f"{data}: no class list in manifest.json or classes.txt; rebuild the shards")
-    return list(classes)
+    from shards.format import shard_classes as classes_of
+
+    return classes_of(data, split)
 
 
 def load_eval_model(

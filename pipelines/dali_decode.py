@@ -31,12 +31,13 @@ iterators do given ``reader_name``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from shards.format import VIDEO_EXTS, RankLayout, index_count, parse_i32
 
 __all__ = [
     "READER",
@@ -52,7 +53,7 @@ __all__ = [
     "total_samples",
 ]
 
-VIDEO_EXT = "mp4;webm;mkv"
+VIDEO_EXT = ";".join(VIDEO_EXTS)  # the reader's ext list
 READER = "reader"
 DECODER_DEVICE = {"cpu": "cpu", "gpu": "mixed"}
 
@@ -81,25 +82,18 @@ def key_of(source_info: bytes | np.ndarray) -> str:
 
 
 def total_samples(idx_paths: Sequence[str | Path]) -> int:
-    """Samples in the shards, from the ``.idx`` headers (``v1.2 N``)."""
-    total = 0
-    for p in idx_paths:
-        with open(p, encoding="utf-8") as f:
-            total += int(f.readline().split()[1])
-    return total
+    """Samples in the shards, from the ``.idx`` headers."""
+    return sum(index_count(p) for p in idx_paths)
 
 
 def shard_samples(idx_paths: Sequence[str | Path], shard_id: int = 0, num_shards: int = 1) -> int:
-    """Distinct samples one reader shard reads per epoch: DALI gives shard ``i`` of ``k`` the samples
-    ``[N*i//k, N*(i+1)//k)``; with ``pad_last_batch`` every shard is then padded (repeating its last sample)
-    to ``ceil(N/k)`` samples and to whole batches."""
-    total = total_samples(idx_paths)
-    return total * (shard_id + 1) // num_shards - total * shard_id // num_shards
+    """Distinct samples one reader shard reads per epoch (`shards.format.RankLayout`, DALI's own split)."""
+    return RankLayout(total_samples(idx_paths), shard_id, num_shards).samples
 
 
 def _meta(i32: np.ndarray, source_info: np.ndarray, epoch: np.ndarray) -> SampleMeta:
-    label, n, fps_x1000, w, h = (int(v) for v in np.frombuffer(np.asarray(i32).tobytes(), "<i4", count=5))
-    return SampleMeta(key_of(source_info), label, n, fps_x1000 / 1000, w, h, int(epoch))
+    label, n, fps, w, h = parse_i32(np.asarray(i32).tobytes())
+    return SampleMeta(key_of(source_info), label, n, fps, w, h, int(epoch))
 
 
 def _python_indices(
@@ -138,9 +132,8 @@ def clip_layout(
     """``(samples_per_epoch, padded, iterations_per_epoch)`` of reader shard ``shard_id`` of ``num_shards``
     with batches of ``batch_size``: its distinct samples, what it reads per epoch (``ceil(N / k)``, padded
     with its last sample) and the pipeline runs per epoch (see the module docstring)."""
-    total = total_samples(idxs)
-    padded = math.ceil(total / num_shards)
-    return shard_samples(idxs, shard_id, num_shards), padded, math.ceil(padded / batch_size)
+    layout = RankLayout(total_samples(idxs), shard_id, num_shards)
+    return layout.samples, layout.padded, layout.iterations(batch_size)
 
 
 def clip_graph(
@@ -223,11 +216,12 @@ def _check_args(tars, idxs, num_frames: int, stride: int, device: str) -> None:
 
 def check_reader(pipe, idxs: Sequence[str | Path], num_shards: int) -> None:
     """Check a built pipeline's `READER` sees the samples and padding `clip_layout` expects."""
-    total = total_samples(idxs)
-    padded = math.ceil(total / num_shards)
+    layout = RankLayout(total_samples(idxs), 0, num_shards)
     meta = pipe.reader_meta(READER)
-    if meta["epoch_size"] != total or meta["epoch_size_padded"] != padded * num_shards:
-        raise RuntimeError(f"reader sees {meta}, expected {total} samples padded to {padded} per shard")
+    if meta["epoch_size"] != layout.total or meta["epoch_size_padded"] != layout.padded * num_shards:
+        raise RuntimeError(
+            f"reader sees {meta}, expected {layout.total} samples padded to {layout.padded} per shard"
+        )
 
 
 def clip_pipeline(

@@ -64,7 +64,6 @@ the sample is skipped and counted, the job goes on and never waits on it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -87,6 +86,7 @@ from pipelines.sampling import (
     sample_rng,
     train_clip_indices,
 )
+from shards.format import RankLayout, read_split
 
 __all__ = [
     "DECODERS",
@@ -146,20 +146,6 @@ class EvalClipIndices:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _read_split(shards_dir: Path, split: str) -> dict:
-    path = shards_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest.json in {shards_dir}: build the shards first (stts shard)")
-    manifest = json.loads(path.read_text())
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise KeyError(f"{path}: no split {split!r} (has {sorted(splits)})")
-    entry = splits[split]
-    if not entry.get("shards") or entry.get("samples", 0) < 1:
-        raise ValueError(f"{path}: split {split!r} has no samples")
-    return entry
 
 
 def choose_decoder(decoder: str, codecs: set[str] | list[str]) -> str:
@@ -323,12 +309,11 @@ class VideoLoader:
             raise ValueError(f"num_sample must be >= 1, got {num_sample}")
         self.num_sample = num_sample if train else 1
         self.shards_dir = Path(shards_dir)
-        entry = _read_split(self.shards_dir, split)
+        entry = read_split(self.shards_dir, split)
         self.split = split
-        self.tars = [str(self.shards_dir / s["name"]) for s in entry["shards"]]
-        self.idxs = [t[: -len(".tar")] + ".idx" for t in self.tars]
-        self.num_samples = int(entry["samples"])
-        self.codecs = sorted(entry.get("codecs", {}))
+        self.tars, self.idxs = entry.tars, entry.idxs
+        self.num_samples = entry.samples
+        self.codecs = sorted(entry.codecs)
         self.clip, self.aug = _resolve_recipe(recipe, views)
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -338,10 +323,12 @@ class VideoLoader:
         self.train = train
         self.num_threads = num_threads
         self.epoch = epoch
-        n, k = self.num_samples, world_size
-        self.rank_samples = n * (rank + 1) // k - n * rank // k
+        self.layout = RankLayout(self.num_samples, rank, world_size)
+        self.rank_samples = self.layout.samples
         if self.rank_samples < 1:
-            raise ValueError(f"rank {rank} of {world_size} gets no sample of the {n} in {split!r}")
+            raise ValueError(
+                f"rank {rank} of {world_size} gets no sample of the {self.num_samples} in {split!r}"
+            )
         self.views = eval_views(self.clip)  # [(clip, crop)] in the official order
         self.view_index = {tc: v for v, tc in enumerate(self.views)}
         self._host = HostBuffers()  # reused batch memory on the CPU
@@ -355,7 +342,7 @@ class VideoLoader:
     # ---- the loop's interface
     def __len__(self) -> int:
         if self.train:
-            return max(1, (self.num_samples // self.world_size) // self.batch_size)
+            return self.layout.train_batches(self.batch_size)
         return math.ceil(self.rank_samples * len(self.views) / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -460,7 +447,7 @@ class VideoLoader:
     @property
     def _iterations_per_epoch(self) -> int:
         """Pipeline runs per reading epoch: each rank reads ``ceil(N/k)`` samples (padded), whole batches."""
-        return math.ceil(math.ceil(self.num_samples / self.world_size) / self.batch_size)
+        return self.layout.iterations(self.batch_size)
 
     # ---- decode faults
     def _begin_pass(self) -> None:
@@ -480,7 +467,8 @@ class VideoLoader:
     def _probe_failed_batch(self, entries: list, error: Exception) -> list[str]:
         """A DALI batch failed: find its faulty samples by decoding each with PyAV at the same frame
         indices; count them. Returns the keys of the good ones (lost with the batch)."""
-        from pipelines.pyav_feed import decode_frames, list_samples, read_member
+        from pipelines.pyav_feed import decode_frames
+        from shards.format import list_samples, read_member
 
         if self._samples is None:
             self._samples = {s.key: s for s in list_samples(self.tars, self.idxs)}

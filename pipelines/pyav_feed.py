@@ -39,7 +39,6 @@ module-level function, a ``functools.partial`` of one, or an instance of a modul
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,93 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dali_decode import VIDEO_EXT, ClipPipeline, FrameIndexFn, SampleMeta, total_samples
+from pipelines.dali_decode import ClipPipeline, FrameIndexFn, SampleMeta
+from shards.format import RankLayout, ShardSample, list_samples, parse_i32
 
 __all__ = [
     "CentreClip",
     "PyAVClipSource",
-    "ShardSample",
     "decode_frames",
-    "list_samples",
-    "parse_i32",
     "pyav_clip_graph",
     "pyav_clip_pipeline",
-    "read_member",
     "sample_status",
 ]
 
-VIDEO_EXTS = tuple(VIDEO_EXT.split(";"))
 PAD_MODES = ("edge", "none")
-
-
-# --------------------------------------------------------------------------------------------- shards
-
-
-@dataclass(frozen=True)
-class ShardSample:
-    """One sample of a shard: its key, tar, video member name and each member's ``(offset, size)``."""
-
-    key: str
-    tar: str
-    video: str  # the video member's name, e.g. "KEY.webm"
-    members: dict[str, tuple[int, int]]  # ext -> (data offset in the tar, size)
-
-    @property
-    def source_info(self) -> str:
-        """What DALI's webdataset reader gives as ``source_info``: ``'tar:offset:member'``."""
-        ext = self.video.partition(".")[2]
-        return f"{self.tar}:{self.members[ext][0]}:{self.video}"
-
-
-def _read_index(tar: str | Path, idx: str | Path) -> list[ShardSample]:
-    with open(idx, encoding="utf-8") as f:
-        header = f.readline().split()
-        if len(header) != 2 or header[0] != "v1.2":
-            raise ValueError(f"{idx}: not a v1.2 webdataset index (header {header})")
-        lines = [line.split() for line in f if line.strip()]
-    if len(lines) != int(header[1]):
-        raise ValueError(f"{idx}: header says {header[1]} samples, found {len(lines)}")
-    samples = []
-    for fields in lines:
-        if len(fields) % 4:
-            raise ValueError(f"{idx}: bad line {' '.join(fields)!r}")
-        members: dict[str, tuple[int, int]] = {}
-        video = key = None
-        for j in range(0, len(fields), 4):
-            ext, offset, size, name = fields[j : j + 4]
-            members[ext] = (int(offset), int(size))
-            key = name.partition(".")[0]
-            if ext in VIDEO_EXTS:
-                video = name
-        if video is None or "i32" not in members:
-            raise ValueError(f"{idx}: sample {key} lacks a video ({VIDEO_EXT}) or an .i32 member")
-        samples.append(ShardSample(key, str(tar), video, members))
-    return samples
-
-
-def list_samples(tars: Sequence[str | Path], idxs: Sequence[str | Path]) -> list[ShardSample]:
-    """Every sample of the shards, in shard order then index order (DALI's reader order)."""
-    if len(tars) != len(idxs) or not tars:
-        raise ValueError("need one .idx per tar, and at least one tar")
-    return [s for t, i in zip(tars, idxs, strict=True) for s in _read_index(t, i)]
-
-
-def read_member(tar: str | Path, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset`` of ``tar`` (a member's data, as located by the ``.idx``)."""
-    with open(tar, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
-    if len(data) != size:
-        raise ValueError(f"{tar}: short read at {offset} ({len(data)} of {size} bytes)")
-    return data
-
-
-def parse_i32(data: bytes) -> tuple[int, int, float, int, int]:
-    """The ``.i32`` member: ``(label, num_frames, fps, width, height)`` (five little-endian int32)."""
-    if len(data) != 20:
-        raise ValueError(f".i32 member must be 20 bytes, got {len(data)}")
-    label, n, fps_x1000, w, h = (int(v) for v in np.frombuffer(data, "<i4"))
-    return label, n, fps_x1000 / 1000, w, h
 
 
 # -------------------------------------------------------------------------------------------- decoding
@@ -392,9 +317,6 @@ class PyAVClipSource:
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.samples = list_samples(tars, idxs)
-        total = len(self.samples)
-        if total != total_samples(idxs):
-            raise RuntimeError("index headers and lines disagree")
         self.batch_size = batch_size
         self.frame_indices = CentreClip(num_frames, stride) if frame_indices is None else frame_indices
         self.seed = seed
@@ -402,11 +324,9 @@ class PyAVClipSource:
         self.shard_id = shard_id
         self.num_shards = num_shards
         self.pad_mode = pad_mode
-        self.begin = total * shard_id // num_shards
-        self.samples_per_epoch = total * (shard_id + 1) // num_shards - self.begin
-        if self.samples_per_epoch == 0:
-            raise ValueError(f"shard {shard_id} of {num_shards} gets no sample of {total}")
-        self.iterations_per_epoch = math.ceil(math.ceil(total / num_shards) / batch_size)
+        self.layout = RankLayout(len(self.samples), shard_id, num_shards)
+        if self.layout.samples == 0:
+            raise ValueError(f"shard {shard_id} of {num_shards} gets no sample of {len(self.samples)}")
         self.skip_errors = skip_errors
         self.items: list[tuple[int, ShardSample]] | None = None
         if items is not None:
@@ -417,8 +337,9 @@ class PyAVClipSource:
                     f"items: need at least one, all keys of these shards (unknown: {missing[:3]})"
                 )
             self.items = [(int(e), by_key[k]) for e, k in items]
-            self.samples_per_epoch = len(self.items)
-            self.iterations_per_epoch = math.ceil(len(self.items) / batch_size)
+            self.layout = RankLayout(len(self.items))  # read once, in the order given
+        self.samples_per_epoch = self.layout.samples
+        self.iterations_per_epoch = self.layout.iterations(batch_size)
         self._files: dict[str, object] = {}
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -429,24 +350,22 @@ class PyAVClipSource:
         return state
 
     def order(self, epoch: int) -> np.ndarray:
-        """This shard's samples (indices into ``samples``) in the order read in ``epoch`` (kept for the
-        last epoch asked: drawing a permutation of a Kinetics-size list costs milliseconds per sample)."""
+        """All samples (indices into ``samples``) in ``epoch``'s order, the same on every rank (kept for
+        the last epoch asked: drawing a permutation of a Kinetics-size list costs milliseconds)."""
         cached = self._order
         if cached is not None and cached[0] == epoch:
             return cached[1]
         everything = np.arange(len(self.samples))
         if self.shuffle:
             everything = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
-        order = everything[self.begin : self.begin + self.samples_per_epoch]
-        self._order = (epoch, order)
-        return order
+        self._order = (epoch, everything)
+        return everything
 
     def locate(self, iteration: int, idx_in_batch: int) -> tuple[int, ShardSample]:
         """``(epoch, sample)`` read at pipeline ``iteration``, batch slot ``idx_in_batch``."""
+        epoch, position = self.layout.locate(iteration, idx_in_batch, self.batch_size)
         if self.items is not None:
-            return self.items[min(iteration * self.batch_size + idx_in_batch, len(self.items) - 1)]
-        epoch, it = divmod(iteration, self.iterations_per_epoch)
-        position = min(it * self.batch_size + idx_in_batch, self.samples_per_epoch - 1)  # pad: repeat last
+            return self.items[position]
         return epoch, self.samples[int(self.order(epoch)[position])]
 
     def _read(self, tar: str, offset: int, size: int) -> bytes:

@@ -76,13 +76,14 @@ class TrainResult:
 
 
 def read_classes(data: str | os.PathLike) -> list[str]:
-    manifest = Path(data) / "manifest.json"
-    if not manifest.is_file():
+    from shards.format import shard_classes
+
+    if not (Path(data) / "manifest.json").is_file():
         raise TrainError(f"{data}: no manifest.json; build shards first with `stts shard --out {data} ...`")
-    classes = json.loads(manifest.read_text()).get("classes")
-    if not classes:
-        raise TrainError(f"{manifest} lists no classes; rebuild the shards with `stts shard`")
-    return list(classes)
+    try:
+        return shard_classes(data)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
 
 
 def specs_for(cfg: TrainConfig, model, *, train: bool):

@@ -22,13 +22,11 @@ from pipelines.pyav_feed import (
     CentreClip,
     PyAVClipSource,
     decode_frames,
-    list_samples,
-    parse_i32,
     pyav_clip_graph,
     pyav_clip_pipeline,
-    read_member,
 )
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
+from shards.format import list_samples, parse_i32, read_member
 
 FRAMES = 32
 needs_dali = pytest.mark.skipif(
