@@ -15,7 +15,8 @@ import torch
 
 from pipelines import Batch, build_loader
 from pipelines.augment import MVIT_AUG, SWIN_AUG
-from pipelines.loader import EvalClipIndices, TrainClipIndices, choose_decoder, sample_id
+from pipelines.clip_source import EvalClipIndices, SampleMeta, TrainClipIndices, sample_id
+from pipelines.decoders import choose_decoder
 from pipelines.sampling import MVIT_CLIP, SWIN_CLIP, eval_clip_indices, sample_rng, train_clip_indices
 from shards.build import ShardConfig, build_shards
 from shards.synthetic import SyntheticConfig
@@ -119,8 +120,14 @@ def test_train_ranks_same_number_of_batches(vp9):
 def test_eval_dali_and_pyav_same_views(vp9):
     labels = labels_of(vp9, "val")
     kw = dict(batch_size=4, train=False)
-    dali = list(build_loader(vp9, "val", SWIN, decoder="dali-cpu", **kw))
-    pyav = list(build_loader(vp9, "val", SWIN, decoder="pyav", **kw))
+    dali_loader = build_loader(vp9, "val", SWIN, decoder="dali-cpu", **kw)
+    pyav_loader = build_loader(vp9, "val", SWIN, decoder="pyav", **kw)
+    assert dali_loader.frames_per_clip is None
+    dali, pyav = list(dali_loader), list(pyav_loader)
+    # frames decoded per clip: DALI's decoder from the first frame to the clip's last, PyAV from the keyframe
+    last = [min(eval_clip_indices(40, 30.0, SWIN_SMALL, t).max() + 1, 40) for t in range(2)]
+    assert dali_loader.decoded_clips == VAL * 2 and dali_loader.frames_per_clip == sum(last) / 2
+    assert 0 < pyav_loader.frames_per_clip < dali_loader.frames_per_clip
     assert len(dali) == len(pyav) == VAL * 2 * 3 // 4
     for a, b in zip(dali, pyav, strict=True):
         check_batch(a, 4)
@@ -192,8 +199,6 @@ def test_choose_decoder(monkeypatch):
 
 
 def test_frame_indices_are_the_sampling_functions():
-    from pipelines.dali_decode import SampleMeta
-
     meta = SampleMeta("abc_000001_000011", 1, 40, 30.0, 64, 64, epoch=1)
     rng = sample_rng(5, 2, sample_id(meta.key))
     got = TrainClipIndices(MVIT_SMALL, 5, 2)(meta)
