@@ -71,6 +71,8 @@ def to_torch(tensor_list, device, pool: HostBuffers):
     into ``pool``'s memory)."""
     import torch
 
+    if type(tensor_list).__name__ == "TensorListGPU" and torch.device(device).type == "cpu":
+        tensor_list = tensor_list.as_cpu()  # decoded on the GPU, wanted on the CPU
     if type(tensor_list).__name__ == "TensorListGPU":
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
@@ -91,8 +93,9 @@ def interleave(videos: list, device, pool: HostBuffers):
 
     if len(videos) == 1:
         return to_torch(videos[0], device, pool)
-    if type(videos[0]).__name__ == "TensorListGPU":
+    if type(videos[0]).__name__ == "TensorListGPU" and torch.device(device).type == "cuda":
         return torch.stack([to_torch(v, device, pool) for v in videos], dim=1).flatten(0, 1)
+    videos = [v.as_cpu() if type(v).__name__ == "TensorListGPU" else v for v in videos]
     first = np.asarray(videos[0].as_tensor())
     shape = (first.shape[0], len(videos), *first.shape[1:])
     out = pool.empty(shape, first.dtype)

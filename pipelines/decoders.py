@@ -92,9 +92,11 @@ def make_decoder(name: str, **settings: Any) -> Decoder:
     raise ValueError(f"decoder must be one of {DECODERS[1:]}, got {name!r}")
 
 
-def choose_decoder(decoder: str, codecs: set[str] | list[str]) -> str:
-    """``"auto"`` → ``"dali-gpu"`` with CUDA, else ``"dali-cpu"`` when every codec is one DALI's CPU
-    decoder reads, else ``"pyav"``. Anything else is returned as given (after checking its name)."""
+def choose_decoder(decoder: str, codecs: set[str] | list[str], device=None) -> str:
+    """``"auto"`` → ``"dali-gpu"`` when the batches go to a CUDA ``device`` (None: the default CUDA device
+    if there is one), else ``"dali-cpu"`` when every codec is one DALI's CPU decoder reads, else
+    ``"pyav"``: a CPU device never gets ``dali-gpu``. Anything else is returned as given (after checking
+    its name)."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder != "auto":
@@ -103,7 +105,8 @@ def choose_decoder(decoder: str, codecs: set[str] | list[str]) -> str:
 
     from shards.encode import DALI_CPU_CODECS
 
-    if torch.cuda.is_available():
+    on_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if on_gpu and torch.cuda.is_available():
         return "dali-gpu"
     if codecs and set(codecs) <= DALI_CPU_CODECS:
         return "dali-cpu"

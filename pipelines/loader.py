@@ -168,7 +168,14 @@ class VideoLoader:
         self.device = torch.device(device)
         self.rank, self.world_size = rank, world_size
         self.seed = seed
-        self.decoder = choose_decoder(decoder, self.codecs)
+        self.decoder = choose_decoder(decoder, self.codecs, self.device)
+        if self.decoder == "dali-gpu":  # refuse what NVDEC cannot decode now, not batch after batch later
+            from pipelines.nvdec import check_codecs, gpu_capabilities
+
+            gpu = self.device if self.device.type == "cuda" else None
+            check_codecs(
+                self.codecs, gpu_capabilities(gpu), where=f"the {split!r} shards of {self.shards_dir}"
+            )
         self._decoder = make_decoder(self.decoder)
         self.train = train
         self.num_threads = num_threads
@@ -223,12 +230,19 @@ class VideoLoader:
 
         return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
+    def _start_method(self, decoder) -> str:
+        """How the source's workers start: fork (fast) unless CUDA is or will be up in this process (DALI
+        refuses to fork then: the child would inherit a CUDA context it cannot use)."""
+        import torch
+
+        cuda = self._cuda_output or decoder.device == "gpu" or torch.cuda.is_initialized()
+        return "spawn" if cuda else "fork"
+
     def _pipeline(self, frame_indices, seed: int, shuffle: bool, items=None):
         """The pass's DALI pipeline (stages 1-3 of the module docstring) and its source; its outputs are
         ``(video, label, key)`` in training (``num_sample`` videos), ``(crop_0, ..., crop_{n-1}, label,
         key)`` at evaluation, then per sample ``decoded`` and ``status``. ``items``: a PyAV-fed pipeline
         reading just these ``(epoch, key)`` (the good samples of a lost batch)."""
-        import torch
         from nvidia.dali import pipeline_def
 
         aug, train, crops = self.aug, self.train, self.clip.num_crops
@@ -247,9 +261,7 @@ class VideoLoader:
             seed=seed,
             enable_conditionals=train and needs_conditionals(aug),
             py_num_workers=self.num_threads,
-            py_start_method="spawn"
-            if torch.cuda.is_available()
-            else "fork",  # fork is unsafe once CUDA is up
+            py_start_method=self._start_method(decoder),
         )
         def pipe():
             out = clip_source_graph(source, 2)

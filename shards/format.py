@@ -56,6 +56,8 @@ DALI_INDEX_VERSION = "v1.2"
 I32_FIELDS = ("label", "num_frames", "fps_x1000", "width", "height")
 _I32 = struct.Struct("<5i")
 VIDEO_EXTS = ("mp4", "webm", "mkv")  # the video member of a sample has one of these extensions
+# shards probed before the codec's own name was recorded list FFmpeg's decoder instead
+_DECODER_CODECS = {"libdav1d": "av1", "libaom-av1": "av1"}
 
 
 # ------------------------------------------------------------------------------------------ manifest
@@ -99,7 +101,11 @@ def read_split(shards_dir: str | os.PathLike, split: str) -> Split:
     if not entry.get("shards") or entry.get("samples", 0) < 1:
         raise ValueError(f"{Path(shards_dir) / MANIFEST}: split {split!r} has no samples")
     tars = [str(Path(shards_dir) / s["name"]) for s in entry["shards"]]
-    return Split(split, tars, int(entry["samples"]), dict(entry.get("codecs", {})))
+    codecs: dict[str, int] = {}
+    for name, n in entry.get("codecs", {}).items():
+        codec = _DECODER_CODECS.get(name, name)
+        codecs[codec] = codecs.get(codec, 0) + int(n)
+    return Split(split, tars, int(entry["samples"]), codecs)
 
 
 def shard_classes(shards_dir: str | os.PathLike, split: str | None = None) -> list[str]:
