@@ -16,12 +16,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Batch", "Chunk", "HostBuffers", "interleave", "take", "to_torch"]
+__all__ = ["DTYPES", "Batch", "Chunk", "HostBuffers", "interleave", "take", "to_device", "to_torch"]
 
 
 class Batch(NamedTuple):
-    """video: float32 ``(B, 3, T, H, W)`` on the loader's device; label: int64 ``(B,)``; key: the sample
-    keys; view: int64 ``(B,)``, the index into `pipelines.sampling.eval_views` (0 in training)."""
+    """video: ``(B, 3, T, H, W)`` on the loader's device, in its dtype (float32 unless asked otherwise);
+    label: int64 ``(B,)``; key: the sample keys; view: int64 ``(B,)``, the index into
+    `pipelines.sampling.eval_views` (0 in training)."""
 
     video: Any
     label: Any
@@ -66,42 +67,74 @@ class HostBuffers:
         return buf
 
 
-def to_torch(tensor_list, device, pool: HostBuffers):
-    """A dense DALI TensorList → a torch tensor on ``device`` (copied out of DALI's buffers; on the CPU
-    into ``pool``'s memory)."""
+DTYPES = ("float32", "float16", "bfloat16")  # what a batch's video may arrive in
+
+
+def to_device(array: np.ndarray, device):
+    """A small host array (labels, views, row indices) on ``device``; to a GPU from pinned memory without
+    blocking (from pageable memory CUDA synchronises the stream before the copy: one host sync per batch)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def _host_dtype(dtype, source):
+    """The numpy dtype a host copy is made in: ``dtype``'s, or ``source``'s for bfloat16 (which numpy lacks:
+    torch converts afterwards)."""
+    import torch
+
+    return source if dtype == torch.bfloat16 else torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def _from_host(arr: np.ndarray, dtype):
+    import torch
+
+    out = torch.from_numpy(arr)
+    return out if out.dtype == dtype else out.to(dtype)
+
+
+def to_torch(tensor_list, device, pool: HostBuffers, dtype=None):
+    """A dense DALI TensorList → a torch tensor of ``dtype`` (default: its own) on ``device``.
+
+    GPU outputs are taken over without a copy (DLPack) on the stream ``pipe.run`` bound them to (the
+    consumer's: `pipelines.loader`), and converted there if need be (DALI has no bfloat16); CPU outputs are
+    copied out of DALI's buffers, which the next run reuses, into ``pool``'s memory, numpy converting to
+    float16 as it copies."""
     import torch
 
     if type(tensor_list).__name__ == "TensorListGPU" and torch.device(device).type == "cpu":
         tensor_list = tensor_list.as_cpu()  # decoded on the GPU, wanted on the CPU
     if type(tensor_list).__name__ == "TensorListGPU":
-        from nvidia.dali.plugin.pytorch import feed_ndarray
+        # DLPack: torch asks DALI for the tensor on torch's current stream, the one the outputs are bound to
+        # (nvidia.dali.plugin.pytorch.DALIGenericIterator takes the default executor's outputs so too)
+        out = torch.from_dlpack(tensor_list.as_tensor())
+        return out if dtype is None or out.dtype == dtype else out.to(dtype)
+    view = np.asarray(tensor_list.as_tensor())
+    dtype = torch.from_numpy(view[:0]).dtype if dtype is None else dtype
+    arr = pool.empty(view.shape, _host_dtype(dtype, view.dtype))
+    np.copyto(arr, view, casting="unsafe")
+    return _from_host(arr, dtype).to(device)
 
-        dense = tensor_list.as_tensor()
-        out = torch.empty(dense.shape(), dtype=torch.float32, device=device)
-        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device))
-        return out
-    view = np.asarray(tensor_list.as_tensor())  # DALI's memory, valid until the next run: copy it now
-    arr = pool.empty(view.shape, view.dtype)
-    np.copyto(arr, view)
-    return torch.from_numpy(arr).to(device)
 
-
-def interleave(videos: list, device, pool: HostBuffers):
+def interleave(videos: list, device, pool: HostBuffers, dtype=None):
     """The ``num_sample`` outputs of one run, each ``(B, ...)``, as one ``(B * num_sample, ...)`` tensor with
     a video's clips side by side: ``[v0 a, v0 b, v1 a, v1 b, ...]``; on the CPU one copy out of DALI."""
     import torch
 
     if len(videos) == 1:
-        return to_torch(videos[0], device, pool)
+        return to_torch(videos[0], device, pool, dtype)
     if type(videos[0]).__name__ == "TensorListGPU" and torch.device(device).type == "cuda":
-        return torch.stack([to_torch(v, device, pool) for v in videos], dim=1).flatten(0, 1)
+        return torch.stack([to_torch(v, device, pool, dtype) for v in videos], dim=1).flatten(0, 1)
     videos = [v.as_cpu() if type(v).__name__ == "TensorListGPU" else v for v in videos]
     first = np.asarray(videos[0].as_tensor())
-    shape = (first.shape[0], len(videos), *first.shape[1:])
-    out = pool.empty(shape, first.dtype)
+    dtype = torch.from_numpy(first[:0]).dtype if dtype is None else dtype
+    out = pool.empty((first.shape[0], len(videos), *first.shape[1:]), _host_dtype(dtype, first.dtype))
     for r, v in enumerate(videos):
         out[:, r] = first if r == 0 else np.asarray(v.as_tensor())
-    return torch.from_numpy(out).flatten(0, 1).to(device)
+    return _from_host(out, dtype).flatten(0, 1).to(device)
 
 
 def _cat(tensors: list, pool: HostBuffers):
@@ -110,7 +143,7 @@ def _cat(tensors: list, pool: HostBuffers):
 
     if len(tensors) == 1:
         return tensors[0]
-    if tensors[0].device.type != "cpu":
+    if tensors[0].device.type != "cpu" or tensors[0].dtype == torch.bfloat16:  # numpy has no bfloat16
         return torch.cat(tensors)
     shape = (sum(t.shape[0] for t in tensors), *tensors[0].shape[1:])
     out = pool.empty(shape, tensors[0].numpy().dtype)
@@ -119,7 +152,6 @@ def _cat(tensors: list, pool: HostBuffers):
 
 def take(pending: list[Chunk], n: int, pool: HostBuffers) -> tuple[Batch, list[Chunk], int]:
     """The first ``n`` views of the pending chunks as one `Batch`, the chunks left and their views."""
-    import torch
 
     videos, labels, keys, views = [], [], [], []
     got = 0
@@ -137,8 +169,8 @@ def take(pending: list[Chunk], n: int, pool: HostBuffers) -> tuple[Batch, list[C
     device = videos[0].device
     batch = Batch(
         video=_cat(videos, pool),
-        label=torch.from_numpy(np.concatenate(labels)).to(device),
+        label=to_device(np.concatenate(labels), device),
         key=keys,
-        view=torch.from_numpy(np.concatenate(views)).to(device),
+        view=to_device(np.concatenate(views), device),
     )
     return batch, rest, sum(len(c.key) for c in rest)

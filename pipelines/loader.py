@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.augment import AUG_SPECS, AugmentSpec, eval_transform, needs_conditionals, train_transform
-from pipelines.batching import Batch, Chunk, HostBuffers, interleave, take, to_torch
+from pipelines.batching import DTYPES, Batch, Chunk, HostBuffers, interleave, take, to_device, to_torch
 from pipelines.clip_source import (
     ClipSource,
     EvalClipIndices,
@@ -143,6 +143,7 @@ class VideoLoader:
         epoch: int = 0,
         log_every: int = 100,
         num_sample: int = 1,
+        dtype=None,
     ) -> None:
         import torch
 
@@ -166,6 +167,9 @@ class VideoLoader:
         self.clip, self.aug = _resolve_recipe(recipe, views)
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.dtype = torch.float32 if dtype is None else dtype
+        if not isinstance(self.dtype, torch.dtype) or str(self.dtype).removeprefix("torch.") not in DTYPES:
+            raise ValueError(f"dtype must be one of torch.{', torch.'.join(DTYPES)}, got {dtype!r}")
         self.rank, self.world_size = rank, world_size
         self.seed = seed
         self.decoder = choose_decoder(decoder, self.codecs, self.device)
@@ -243,8 +247,10 @@ class VideoLoader:
         ``(video, label, key)`` in training (``num_sample`` videos), ``(crop_0, ..., crop_{n-1}, label,
         key)`` at evaluation, then per sample ``decoded`` and ``status``. ``items``: a PyAV-fed pipeline
         reading just these ``(epoch, key)`` (the good samples of a lost batch)."""
-        from nvidia.dali import pipeline_def
+        import torch
+        from nvidia.dali import fn, pipeline_def, types
 
+        half = self._cuda_output and self.dtype == torch.float16
         aug, train, crops = self.aug, self.train, self.clip.num_crops
         decoder = self._decoder if items is None else make_decoder("pyav")
         source = ClipSource(
@@ -271,14 +277,11 @@ class VideoLoader:
                 frames = frames.gpu()
             if train:  # repeated augmentation: num_sample independent draws on the same decoded frames
                 clips = tuple(train_transform(frames, aug) for _ in range(self.num_sample))
-                return (*clips, label, key, decoded, status)
-            return (
-                *(eval_transform(frames, aug, c, crops) for c in range(crops)),
-                label,
-                key,
-                decoded,
-                status,
-            )
+            else:
+                clips = tuple(eval_transform(frames, aug, c, crops) for c in range(crops))
+            if half:  # the batch in the training precision straight out of DALI (bfloat16: no DALI type)
+                clips = tuple(fn.cast(c, dtype=types.FLOAT16) for c in clips)
+            return (*clips, label, key, decoded, status)
 
         p = pipe()
         p.build()
@@ -326,10 +329,19 @@ class VideoLoader:
             self._fault(key, reason)
         return [k for k in unique if k not in bad]
 
+    def _outputs(self, pipe):
+        """One run's outputs. For a GPU the outputs are bound to the consumer's current CUDA stream: the
+        host does not wait for the GPU (DALI's default executor; ``Pipeline.run(cuda_stream)``)."""
+        if not self._cuda_output:
+            return pipe.run()
+        import torch
+
+        return pipe.run(torch.cuda.current_stream(self.device))
+
     def _run(self, pipe, source: ClipSource, it: int) -> tuple[_Run | None, list[str]]:
         """Pipeline run ``it``: the run's outputs, or None and the good keys it lost (module docstring)."""
         try:
-            *videos, label, key, decoded, status = pipe.run()
+            *videos, label, key, decoded, status = self._outputs(pipe)
         except RuntimeError as e:
             if not source.decoder.lost_batch(e):
                 raise
@@ -350,7 +362,6 @@ class VideoLoader:
         return _Run(videos, labels, keys, ok), []
 
     def _iter_train(self) -> Iterator[Batch]:
-        import torch
 
         self._begin_pass()
         epoch, target, size = self.epoch, len(self), self.batch_size * self.num_sample
@@ -374,11 +385,11 @@ class VideoLoader:
                     last_good = it
                     # a video's num_sample clips side by side: [v0 a, v0 b, v1 a, v1 b, ...]
                     reps = self.num_sample
-                    chunk = interleave(run.videos, self.device, self._host)
+                    chunk = interleave(run.videos, self.device, self._host, self.dtype)
                     ok, labels = np.repeat(run.ok, reps), np.repeat(run.labels, reps)
                     keys = [k for k in run.keys for _ in range(reps)]
                     if not ok.all():
-                        chunk = chunk[torch.from_numpy(np.flatnonzero(ok)).to(chunk.device)]
+                        chunk = chunk[to_device(np.flatnonzero(ok), chunk.device)]
                     good = [k for k, g in zip(keys, ok, strict=True) if g]
                     pending.append(Chunk(chunk, labels[ok], good, np.zeros(len(good), dtype=np.int64)))
                     pending_n += len(good)
@@ -431,7 +442,6 @@ class VideoLoader:
     def _add_views(self, pending: list[Chunk], run: _Run, kept: int, clip_of) -> int:
         """Append the good ones of a run's first ``kept`` samples, every crop, to ``pending``; returns how
         many views were added. ``clip_of(i)``: the temporal clip of sample ``i``."""
-        import torch
 
         ok = run.ok[:kept]
         if not ok.any():
@@ -439,9 +449,9 @@ class VideoLoader:
         rows = np.flatnonzero(ok)
         added = 0
         for s, tl in enumerate(run.videos):
-            video = to_torch(tl, self.device, self._host)[:kept]
+            video = to_torch(tl, self.device, self._host, self.dtype)[:kept]
             if not ok.all():
-                video = video[torch.from_numpy(rows).to(video.device)]
+                video = video[to_device(rows, video.device)]
             view = np.array([self.view_index[(clip_of(i), s)] for i in rows], dtype=np.int64)
             pending.append(Chunk(video, run.labels[rows], [run.keys[i] for i in rows], view))
             added += len(rows)
@@ -465,6 +475,7 @@ def build_loader(
     epoch: int = 0,
     log_every: int = 100,
     num_sample: int = 1,
+    dtype=None,
 ) -> VideoLoader:
     """Batches of clips from ``shards_dir``'s ``split`` (see the module docstring).
 
@@ -479,6 +490,9 @@ def build_loader(
     log_every: warn (logger ``"stts.pipelines"``) at the first decode fault, then once per this many.
     num_sample: training only: repeated augmentation, ``num_sample`` independently augmented clips of each
         decoded video, side by side in the batch (``batch_size · num_sample`` clips per batch; MViT recipe 2).
+    dtype: the batches' video dtype, ``torch.float32`` (default), ``torch.float16`` or ``torch.bfloat16``: the
+        training precision, so that no cast of the batch is left to the loop (on a GPU float16 comes out of
+        DALI; bfloat16, which DALI lacks, is cast on the consumer's stream; on the CPU while copying out).
     """
     return VideoLoader(
         shards_dir,
@@ -496,4 +510,5 @@ def build_loader(
         epoch=epoch,
         log_every=log_every,
         num_sample=num_sample,
+        dtype=dtype,
     )

@@ -304,3 +304,21 @@ def test_host_buffers_reused_only_when_free(vp9):
     del b
     del t
     assert pool.empty((3, 4), "float32").ctypes.data == address
+
+
+def test_batches_in_the_training_precision(vp9):
+    """``dtype``: the same batches, converted once on the way out of DALI (float16 by numpy while copying,
+    bfloat16 by torch), labels and views unchanged."""
+    full = list(build_loader(vp9, "val", MVIT, batch_size=3, train=False, views=(1, 1)))
+    for dtype in (torch.float16, torch.bfloat16):
+        low = list(build_loader(vp9, "val", MVIT, batch_size=3, train=False, views=(1, 1), dtype=dtype))
+        assert [b.key for b in low] == [b.key for b in full]
+        for a, b in zip(low, full, strict=True):
+            assert a.video.dtype == dtype and a.label.dtype == torch.long and a.view.dtype == torch.long
+            assert torch.equal(a.video, b.video.to(dtype))
+    kw = dict(batch_size=2, seed=3, num_sample=2)  # two outputs interleaved while copying out
+    train32 = next(iter(build_loader(vp9, "train", MVIT, **kw)))
+    train16 = next(iter(build_loader(vp9, "train", MVIT, dtype=torch.bfloat16, **kw)))
+    assert train16.key == train32.key and torch.equal(train16.video, train32.video.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        build_loader(vp9, "val", MVIT, batch_size=3, dtype=torch.int8)
