@@ -26,6 +26,9 @@ training process's interpreter lock, in parallel.
   source returns a placeholder of the right rank and ``status``: ``b"\\x01"`` for a good sample,
   ``b"\\x00"`` + the one-line error for a bad one (`sample_status` reads it). Without it the error
   propagates (``pipe.run()`` raises).
+* ``faults`` (`FaultMarks`): samples already known to be faulty (the loader marks each sample it
+  skips): the source hands their placeholder and a flag without reading them again, so a corrupt sample
+  costs DALI's decoders one lost run per loader, not one per run it falls in.
 * ``items``: instead of the epoch layout, exactly these ``(epoch, key)`` once each, in order (padded with
   the last to whole batches): how the loader decodes again the good samples of a batch that DALI's
   decoder lost to another sample's fault.
@@ -36,6 +39,7 @@ decoder alone (``(frames, label, key, indices, decoded)`` per sample).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CentreClip",
+    "FaultMarks",
     "ClipPipeline",
     "ClipSource",
     "EvalClipIndices",
@@ -193,6 +198,7 @@ class ClipSource:
         skip_errors: bool = False,
         items: Sequence[tuple[int, str]] | None = None,
         video_indices: bool = False,
+        faults: FaultMarks | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -210,6 +216,7 @@ class ClipSource:
         self.shuffle = shuffle
         self.pad_mode = pad_mode
         self.skip_errors = skip_errors
+        self.faults = faults
         self.outputs = tuple(
             f
             for f in SampleOut._fields
@@ -232,6 +239,7 @@ class ClipSource:
             self.layout = RankLayout(len(self.items))  # read once, in the order given
         self._files: dict[str, _OpenFile] = {}
         self._order: tuple[int, np.ndarray] | None = None
+        self._index: dict[str, int] | None = None
 
     @property
     def samples_per_epoch(self) -> int:
@@ -245,6 +253,7 @@ class ClipSource:
         state = self.__dict__.copy()
         state["_files"] = {}
         state["_order"] = None
+        state["_index"] = None
         return state
 
     def order(self, epoch: int) -> np.ndarray:
@@ -265,6 +274,12 @@ class ClipSource:
         if self.items is not None:
             return self.items[position]
         return epoch, self.samples[int(self.order(epoch)[position])]
+
+    def index_of(self, key: str) -> int:
+        """The position of sample ``key`` in ``samples``."""
+        if self._index is None:
+            self._index = {s.key: i for i, s in enumerate(self.samples)}
+        return self._index[key]
 
     def read(self, tar: str, offset: int, size: int) -> bytes:
         f = self._files.get(tar)
@@ -301,6 +316,8 @@ class ClipSource:
         epoch, sample = self.locate(info.iteration, info.idx_in_batch)
         if not self.skip_errors:
             out = self.clip(sample, epoch)
+        elif self.faults is not None and self.index_of(sample.key) in self.faults:
+            out = self._placeholder(sample, epoch, KnownFault("failed before in this loader; not read again"))
         else:
             try:
                 out = self.clip(sample, epoch)._replace(status=np.frombuffer(b"\x01", np.uint8).copy())
@@ -330,6 +347,50 @@ class ClipSource:
             np.array(0, dtype=np.int32),
             np.frombuffer(b"\x00" + message.encode(), np.uint8).copy(),
         )
+
+
+class KnownFault(Exception):
+    """A sample `FaultMarks` holds."""
+
+
+class FaultMarks:
+    """Which of ``count`` samples are known to be faulty: one byte each in a small file mapped into memory,
+    written by the loader's process and read by the source's workers (forked or spawned: they find it by
+    its path), for as long as the loader lives."""
+
+    def __init__(self, count: int) -> None:
+        import tempfile
+        import weakref
+
+        folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.NamedTemporaryFile(prefix="stts-faults-", dir=folder, delete=False) as f:
+            f.write(bytes(max(count, 1)))
+            self.path = f.name
+        self.count = count
+        self._map: np.ndarray | None = None
+        self._owner = os.getpid()
+        weakref.finalize(self, _unlink, self.path, self._owner)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "count": self.count, "_map": None, "_owner": self._owner}
+
+    def _view(self) -> np.ndarray:
+        if self._map is None:
+            writable = os.getpid() == self._owner
+            self._map = np.memmap(self.path, np.uint8, "r+" if writable else "r", shape=(max(self.count, 1),))
+        return self._map
+
+    def mark(self, index: int) -> None:
+        self._view()[index] = 1
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self._view()[index])
+
+
+def _unlink(path: str, owner: int) -> None:
+    if os.getpid() == owner:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 _malloc_tuned_pid: int | None = None

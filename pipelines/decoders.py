@@ -30,10 +30,12 @@ import numpy as np
 
 __all__ = [
     "DECODERS",
+    "DecodeSettings",
     "Decoder",
     "Payload",
     "Prepared",
     "choose_decoder",
+    "decode_settings",
     "make_decoder",
     "probe_sample",
 ]
@@ -111,6 +113,78 @@ def choose_decoder(decoder: str, codecs: set[str] | list[str], device=None) -> s
     if codecs and set(codecs) <= DALI_CPU_CODECS:
         return "dali-cpu"
     return "pyav"
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a pass decodes: ``num_threads`` DALI threads (for ``dali-gpu`` also the concurrent NVDEC
+    sessions), ``num_workers`` source processes, ``decode_batch`` samples per pipeline run (re-sliced into
+    training batches), ``prefetch_queue_depth`` runs made ahead, ``affine``: pin the NVDEC threads to cores."""
+
+    num_threads: int
+    num_workers: int
+    decode_batch: int
+    prefetch_queue_depth: int
+    affine: bool
+
+
+# Per-device defaults. How many clips decode at once is the hardware's business, not the training batch's
+# (MViT trains with 2 videos per GPU):
+#
+# * dali-gpu: DALI's mixed video decoder decodes the samples of one run in parallel, one per thread of its
+#   own pool of ``num_threads`` threads, each thread with its NVDEC session (DALI source,
+#   dali/operators/video/decoder/video_decoder_base.h; DALI issue #6387: "only fn.decoders.video supports
+#   parallel decoding of samples", where one pipeline over the one-sequence-at-a-time video *readers* kept
+#   ~14 % of a GH200's 7 NVDECs busy and seven pipelines ~89-100 %). The driver spreads sessions over the
+#   engines (NVDEC application note: "NVIDIA driver takes care of load balancing among multiple NVDEC
+#   engines"), and one session cannot exceed one engine's speed. So one pipeline, two threads per engine
+#   (a session also demuxes and sets up on the CPU while the engine works: one waiting per engine keeps
+#   it busy), and a decode batch of two samples per thread (so that the pool balances samples of unequal
+#   length within a run instead of waiting on the slowest of one each), re-sliced into training batches.
+#   Several pipelines per process would buy the same concurrency at the price of a copy of every buffer,
+#   thread pool, prefetch queue and source worker per pipeline, and a merge of their outputs back into
+#   the (seed, epoch) order. Threads not pinned (``affine=False``): they mostly wait on NVDEC, and pinned
+#   by NVML's CPU affinity the threads of the 8 processes of a node would crowd the same GPU-local cores
+#   (DALI PR #1465 made pinning optional for the mixed image decoder for that reason).
+# * CPU decoders: DALI's CPU decoder runs one sample per thread of the pipeline's pool, PyAV one per source
+#   process: the same two samples per decoding thread or process per run. Two threads by default (the CPU
+#   also trains); the source's processes only read and cut packets for DALI's decoders (half as many).
+_DEFAULT_CPU_THREADS = 2
+_THREADS_PER_ENGINE = 2
+_SAMPLES_PER_THREAD = 2
+_UNKNOWN_ENGINES = 2  # a GPU whose NVDEC count neither the driver nor the datasheet table gives
+
+
+def decode_settings(
+    decoder: str,
+    batch_size: int,
+    *,
+    engines: int | None = None,
+    num_threads: int | None = None,
+    num_workers: int | None = None,
+    decode_batch: int | None = None,
+    prefetch_queue_depth: int | None = None,
+    affine: bool | None = None,
+) -> DecodeSettings:
+    """``decoder``'s settings for training batches of ``batch_size`` clips on a GPU with ``engines`` NVDEC
+    engines (``dali-gpu``); what is given overrides the default (the comment above says why each is)."""
+    if decoder == "dali-gpu":
+        threads = num_threads or _THREADS_PER_ENGINE * (engines or _UNKNOWN_ENGINES)
+    else:
+        threads = num_threads or _DEFAULT_CPU_THREADS
+    workers = num_workers or (threads if decoder == "pyav" else max(1, threads // 2))
+    decoding = workers if decoder == "pyav" else threads
+    settings = DecodeSettings(
+        num_threads=threads,
+        num_workers=workers,
+        decode_batch=decode_batch or max(batch_size, _SAMPLES_PER_THREAD * decoding),
+        prefetch_queue_depth=prefetch_queue_depth or 2,
+        affine=(decoder != "dali-gpu") if affine is None else affine,
+    )
+    for name in ("num_threads", "num_workers", "decode_batch", "prefetch_queue_depth"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    return settings
 
 
 def probe_sample(video: bytes, indices: np.ndarray) -> str | None:

@@ -79,12 +79,13 @@ from pipelines.batching import DTYPES, Batch, Chunk, HostBuffers, interleave, ta
 from pipelines.clip_source import (
     ClipSource,
     EvalClipIndices,
+    FaultMarks,
     TrainClipIndices,
     clip_source_graph,
     key_of,
     sample_status,
 )
-from pipelines.decoders import DECODERS, choose_decoder, make_decoder, probe_sample
+from pipelines.decoders import DECODERS, choose_decoder, decode_settings, make_decoder, probe_sample
 from pipelines.sampling import CLIP_SPECS, ClipSpec, eval_views
 from shards.format import RankLayout, read_split
 
@@ -139,11 +140,15 @@ class VideoLoader:
         decoder: str = "auto",
         train: bool = True,
         views: tuple[int, int] | None = None,
-        num_threads: int = 2,
+        num_threads: int | None = None,
         epoch: int = 0,
         log_every: int = 100,
         num_sample: int = 1,
         dtype=None,
+        decode_batch: int | None = None,
+        num_workers: int | None = None,
+        prefetch_queue_depth: int | None = None,
+        affine: bool | None = None,
     ) -> None:
         import torch
 
@@ -173,17 +178,23 @@ class VideoLoader:
         self.rank, self.world_size = rank, world_size
         self.seed = seed
         self.decoder = choose_decoder(decoder, self.codecs, self.device)
+        engines = None
         if self.decoder == "dali-gpu":  # refuse what NVDEC cannot decode now, not batch after batch later
             from pipelines.nvdec import check_codecs, gpu_capabilities
 
-            gpu = self.device if self.device.type == "cuda" else None
-            check_codecs(
-                self.codecs, gpu_capabilities(gpu), where=f"the {split!r} shards of {self.shards_dir}"
-            )
-        self._decoder = make_decoder(self.decoder)
+            caps = gpu_capabilities(self.device if self.device.type == "cuda" else None)
+            check_codecs(self.codecs, caps, where=f"the {split!r} shards of {self.shards_dir}")
+            engines = caps.engines
+        self.settings = decode_settings(
+            self.decoder, batch_size, engines=engines, num_threads=num_threads,
+            num_workers=num_workers, decode_batch=decode_batch, prefetch_queue_depth=prefetch_queue_depth,
+            affine=affine,
+        )  # fmt: skip
+        gpu_settings = {"affine": self.settings.affine} if self.decoder == "dali-gpu" else {}
+        self._decoder = make_decoder(self.decoder, **gpu_settings)
         self.train = train
-        self.num_threads = num_threads
-        self.decode_batch = batch_size  # samples per pipeline run
+        self.num_threads = self.settings.num_threads
+        self.decode_batch = self.settings.decode_batch  # samples per pipeline run, re-sliced into batches
         self.epoch = epoch
         self.layout = RankLayout(self.num_samples, rank, world_size)
         self.rank_samples = self.layout.samples
@@ -199,6 +210,8 @@ class VideoLoader:
         self.skipped = 0  # decode faults since the loader was made
         self.pass_skipped = 0  # ... in the current (last) pass
         self.skipped_keys: Counter = Counter()  # key -> faults in the current (last) pass
+        self._faults: FaultMarks | None = None  # samples known to be faulty, shared with the source
+        self._index_of = None  # key -> position in the shards (the source's)
         self.decoded_frames = self.decoded_clips = 0  # since the loader was made
         self._pass_decoded = [0, 0]  # frames, clips in the current (last) pass
 
@@ -253,24 +266,28 @@ class VideoLoader:
         half = self._cuda_output and self.dtype == torch.float16
         aug, train, crops = self.aug, self.train, self.clip.num_crops
         decoder = self._decoder if items is None else make_decoder("pyav")
+        if self._faults is None:
+            self._faults = FaultMarks(self.num_samples)
         source = ClipSource(
             self.tars, self.idxs, batch_size=self.decode_batch, decoder=decoder, frame_indices=frame_indices,
             seed=seed, shuffle=shuffle, shard_id=self.rank, num_shards=self.world_size, skip_errors=True,
-            items=items,
+            items=items, faults=self._faults,
         )  # fmt: skip
+        self._index_of = source.index_of
         to_gpu = self._cuda_output and decoder.device != "gpu"
 
         @pipeline_def(
             batch_size=self.decode_batch,
             num_threads=self.num_threads,
+            prefetch_queue_depth=self.settings.prefetch_queue_depth,
             device_id=self._device_id(decoder),
             seed=seed,
             enable_conditionals=train and needs_conditionals(aug),
-            py_num_workers=self.num_threads,
+            py_num_workers=self.settings.num_workers,
             py_start_method=self._start_method(decoder),
         )
         def pipe():
-            out = clip_source_graph(source, 2)
+            out = clip_source_graph(source, self.settings.prefetch_queue_depth)
             label, key, decoded, status = out.label, out.key, out.decoded, out.status
             frames = decoder.frames(out.payload, out.decode_indices)
             if to_gpu:
@@ -295,6 +312,8 @@ class VideoLoader:
         self._pass_decoded = [0, 0]
 
     def _fault(self, key: str, reason: str) -> None:
+        if self._faults is not None and self._index_of is not None:
+            self._faults.mark(self._index_of(key))  # the source will not read it again
         self.skipped += 1
         self.pass_skipped += 1
         self.skipped_keys[key] += 1
@@ -367,12 +386,13 @@ class VideoLoader:
         epoch, target, size = self.epoch, len(self), self.batch_size * self.num_sample
         indices = TrainClipIndices(self.clip, self.seed, epoch)
         pipe, source = self._pipeline(indices, _derived_seed(self.seed, epoch, 0), True)
-        iterations = source.iterations_per_epoch
+        # a whole reading of the slice, and the runs made ahead before a fault was known
+        patience = source.iterations_per_epoch + 2 * self.settings.prefetch_queue_depth
         pending: list[Chunk] = []
         pending_n = yielded = it = last_good = 0
         try:
             while yielded < target:
-                if it - last_good > iterations:
+                if it - last_good > patience:
                     raise RuntimeError(
                         f"{self.split}: no decodable sample in {it - last_good} batches "
                         f"(a whole reading of rank {self.rank}'s slice); {self.pass_skipped} skipped"
@@ -471,11 +491,15 @@ def build_loader(
     decoder: str = "auto",
     train: bool = True,
     views: tuple[int, int] | None = None,
-    num_threads: int = 2,
+    num_threads: int | None = None,
     epoch: int = 0,
     log_every: int = 100,
     num_sample: int = 1,
     dtype=None,
+    decode_batch: int | None = None,
+    num_workers: int | None = None,
+    prefetch_queue_depth: int | None = None,
+    affine: bool | None = None,
 ) -> VideoLoader:
     """Batches of clips from ``shards_dir``'s ``split`` (see the module docstring).
 
@@ -486,7 +510,10 @@ def build_loader(
     train: random clips + training augmentation, reshuffled per epoch (`set_epoch`); else every view of
         every video of this rank's slice once.
     views: ``(num_clips, num_crops)`` at evaluation (default: the recipe's, MViT 10×1, Swin 4×3).
-    num_threads: DALI threads per pipeline (and the source's worker processes).
+    num_threads, num_workers, decode_batch, prefetch_queue_depth, affine: how the pass decodes (DALI
+        threads, source processes, samples per DALI run, runs made ahead, NVDEC threads pinned to cores);
+        None: the device's default (`pipelines.decoders.decode_settings`; on an H100 14 NVDEC threads and
+        runs of 28 clips, on the CPU 2 threads). ``loader.settings`` holds what was chosen.
     log_every: warn (logger ``"stts.pipelines"``) at the first decode fault, then once per this many.
     num_sample: training only: repeated augmentation, ``num_sample`` independently augmented clips of each
         decoded video, side by side in the batch (``batch_size · num_sample`` clips per batch; MViT recipe 2).
@@ -511,4 +538,8 @@ def build_loader(
         log_every=log_every,
         num_sample=num_sample,
         dtype=dtype,
+        decode_batch=decode_batch,
+        num_workers=num_workers,
+        prefetch_queue_depth=prefetch_queue_depth,
+        affine=affine,
     )

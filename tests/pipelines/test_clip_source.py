@@ -17,6 +17,7 @@ from pipelines.clip_source import (
     CentreClip,
     ClipPipeline,
     ClipSource,
+    FaultMarks,
     clip_pipeline,
     clip_source_graph,
     key_of,
@@ -171,3 +172,21 @@ def test_clip_source_graph_inside_a_callers_pipeline(vp9, name):
 
     with pytest.raises(ValueError, match="batch size"):
         wrong_batch()
+
+
+def test_known_faults_are_not_read_again(vp9):
+    """The loader marks a faulty sample once; the source's workers (here a pickled copy, as a spawned
+    worker gets it) see the mark made after they started and skip the sample."""
+    tars, idxs, _ = vp9
+    marks = FaultMarks(8)
+    src = ClipSource(tars, idxs, batch_size=2, decoder=DaliDecoder(), skip_errors=True, faults=marks)
+    worker = pickle.loads(pickle.dumps(src))
+    first = dict(zip(worker.outputs, worker(Info(0, 0)), strict=True))
+    assert sample_status(first["status"]) is None
+    marks.mark(src.index_of(src.samples[0].key))
+    again = dict(zip(worker.outputs, worker(Info(0, 0)), strict=True))
+    assert "failed before" in sample_status(again["status"]) and int(again["decoded"]) == 0
+    assert sample_status(dict(zip(worker.outputs, worker(Info(0, 1)), strict=True))["status"]) is None
+    path = marks.path
+    del marks, src, worker
+    assert not Path(path).exists()
