@@ -3,10 +3,10 @@ PyAV's, the full recipes' batches on the device in the training precision withou
 view once across two ranks, a corrupt sample skipped without a hang, and a codec NVDEC cannot decode
 refused before the first batch.
 
-Tolerance for NVDEC against PyAV: mean absolute difference below 6 (of 255) per clip, and every frame
-nearest to the reference frame it was asked for: the two convert YUV to RGB with different code (DALI's
-kernels vs swscale), so rounding and chroma upsampling differ while the decoded pictures do not (DALI's CPU
-decoder is 3.4-3.7 from PyAV on these 160x128 VP9 clips, measured).
+Tolerance for NVDEC against PyAV: each frame within a mean absolute difference of 8 (of 255) of the frame
+asked for, and nearer to it than to any other frame (neighbours differ by 8-10): the two convert YUV to RGB
+with different code (DALI's CUDA kernel vs swscale), so rounding and chroma upsampling differ while the
+decoded pictures do not (DALI's CPU decoder is 3.4-3.7 from PyAV on such VP9 clips, measured here).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
-FRAMES, SIZE = 48, (160, 128)  # NVDEC's smallest picture is 48x16 for H.264 (cuvidGetDecoderCaps)
+# NVDEC decodes nothing smaller than 144x144 in HEVC, 128x128 in VP9 (its capability table; DALI refuses
+# smaller videos: NVDECCache::GetDecoder)
+FRAMES, SIZE = 48, (192, 160)
 
 
 def _encode(path: Path, codec: str, seed: int) -> Path:
@@ -120,9 +122,10 @@ def test_nvdec_clips_equal_pyav(tmp_path, codec):
             ref = pyav_all(videos[key_of(np.asarray(key[i]))])
             assert len(ref) == FRAMES and clip.shape == (8, SIZE[1], SIZE[0], 3)
             want = ref[np.minimum(idx, FRAMES - 1)]  # past the end: the last frame
-            assert np.abs(clip.astype(np.int16) - want).mean() < 6, (codec, where)
+            assert want.shape == clip.shape
             for f, j in zip(clip, np.minimum(idx, FRAMES - 1), strict=True):
                 diffs = np.abs(ref.astype(np.int16) - f).mean(axis=(1, 2, 3))
+                assert diffs[j] < 8, (codec, where, j, diffs[j])
                 assert diffs.argmin() == j or np.array_equal(ref[diffs.argmin()], ref[j]), (codec, where)
             assert int(np.asarray(decoded[i])) == min(int(idx.max()), FRAMES - 1) + 1  # from frame 0 on
 
