@@ -4,7 +4,9 @@ One loader, three interchangeable decoders behind one protocol (`pipelines.decod
 ``"dali-gpu"`` (NVDEC), ``"dali-cpu"`` (DALI's CPU decoder: VP8, VP9, MJPEG) and ``"pyav"`` (FFmpeg, any
 codec); ``"auto"`` picks one (`pipelines.decoders.choose_decoder`).
 
-One DALI pipeline per pass, stage by stage:
+One DALI pipeline per pass, stage by stage; a run of it decodes ``decode_batch`` samples, a number set by
+the hardware (`pipelines.decoders.decode_settings`: on an H100 28 clips over 14 NVDEC sessions), not by
+the training batch:
 
 1. `pipelines.clip_source.ClipSource` in DALI's parallel worker processes: which sample (the epoch's
    order and the rank's slice, `shards.format.RankLayout`), its ``.i32`` numbers, the clip's frame indices
@@ -13,12 +15,14 @@ One DALI pipeline per pass, stage by stage:
 2. the decoder's graph (``frames``): after it, the clip's uint8 ``FHWC`` frames, on the GPU for dali-gpu
    (moved there for the others when the batches are wanted on a GPU);
 3. the augmentation graph (`pipelines.augment`: ``train_transform`` ``num_sample`` times, or
-   ``eval_transform`` once per spatial crop): float ``CFHW`` clips;
-4. out of DALI (`pipelines.batching`): the flagged samples dropped, the rest cut into `Batch`es of
-   ``batch_size``. ``loader.pipelines_built`` counts the pipelines.
+   ``eval_transform`` once per spatial crop): float ``CFHW`` clips (float16 on a GPU when asked);
+4. out of DALI (`pipelines.batching`): on a GPU the outputs are bound to the consumer's CUDA stream and
+   taken over without a copy, labels follow from pinned memory without blocking (no host sync per batch);
+   on the CPU one copy into reused memory. The flagged samples are dropped and the rest cut into `Batch`es
+   of ``batch_size`` in ``dtype``. ``loader.pipelines_built`` counts the pipelines.
 
 Epochs and ranks: rank ``r`` of ``k`` reads the positions ``[N*r//k, N*(r+1)//k)`` of the epoch's order,
-padded with its last sample to ``ceil(N/k)`` and to whole batches. Every pass (``iter(loader)``) builds a
+padded with its last sample to ``ceil(N/k)`` and to whole runs. Every pass (``iter(loader)``) builds a
 fresh pipeline seeded from ``(seed, epoch)``:
 
 * training: a new order (a permutation of all samples drawn from ``(seed, epoch)``, split across ranks)
