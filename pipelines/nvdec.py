@@ -146,9 +146,9 @@ def gpu_capabilities(device=None) -> Capabilities:
     index = torch.cuda.current_device() if index is None else index
     props = torch.cuda.get_device_properties(index)
     table = table_capabilities(props.name, props.major, props.minor)
-    torch.cuda.set_device(index)  # cuvid asks the calling thread's current context: make it this GPU's
-    torch.empty(1, device=f"cuda:{index}")  # ... and make sure it exists
-    answers = {codec: _driver_caps(cid) for codec, cid in _CUDA_VIDEO_CODEC.items()}
+    with torch.cuda.device(index):  # cuvid asks the calling thread's current context: this GPU's, for now
+        torch.empty(1, device=f"cuda:{index}")  # ... and make sure it exists
+        answers = {codec: _driver_caps(cid) for codec, cid in _CUDA_VIDEO_CODEC.items()}
     if any(a is None for a in answers.values()):
         return table
     engines = max((n for ok, n in answers.values() if ok), default=0) or table.engines
