@@ -348,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
         "--eval-videos", type=int, default=24, help="videos of each length in the eval measurement"
     )
     ap.add_argument(
+        "--only", default="",
+        help="measure only the loaders whose name contains one of these (comma-separated), e.g. dali-gpu",
+    )  # fmt: skip
+    ap.add_argument(
         "--baseline", type=Path, default=None,
         help="an earlier loader result (JSON) for the goals (default: this machine's newest)",
     )  # fmt: skip
@@ -380,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         loaders["peer-decord (mmaction-style)"] = lambda s, e, k: peer_batches(s, "decord", B, W, e)
     for d in decoders:
         loaders[f"decode-only {d}"] = lambda s, e, k, d=d: decode_only(s, d, B, W, e)
+
+    wanted = [w for w in args.only.split(",") if w]
+    if wanted:
+        loaders = {n: f for n, f in loaders.items() if any(w in n for w in wanted)}
+        decoders = [d for d in decoders if any(w in f"ours-{d}" for w in wanted)]
 
     def applies(name: str, kind: str) -> bool:
         # DALI's CPU decoder reads VP9 and MJPEG only
@@ -462,9 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     lines.append("")
     verdicts = {}
     for k in kinds:
-        ours = max((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("ours"))
+        ours = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("ours")), default=None)
         peer = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("peer")), default=None)
-        if peer is None:
+        if ours is None or peer is None:
             continue
         ratio = ours[0] / peer[0]
         verdicts[k] = ratio
