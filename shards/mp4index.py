@@ -44,7 +44,8 @@ class Mp4Truncated(Exception):
     pass
 
 
-def _boxes(buf: bytes, start: int, end: int):
+def iter_boxes(buf: bytes, start: int, end: int):
+    """``(fourcc, payload start, box end)`` of the boxes in ``buf[start:end]``, one level deep."""
     pos = start
     while pos + 8 <= end:
         size, kind = struct.unpack_from(">I4s", buf, pos)
@@ -98,7 +99,7 @@ def _track(buf: bytes, start: int, end: int) -> dict:
     info: dict = {}
 
     def walk(s: int, e: int) -> None:
-        for kind, bs, be in _boxes(buf, s, e):
+        for kind, bs, be in iter_boxes(buf, s, e):
             if kind in _CONTAINERS:
                 walk(bs, be)
             elif kind == b"hdlr":
@@ -152,7 +153,7 @@ def read_mp4_index(path: str | os.PathLike) -> Mp4Video | None:
     if moov is None or fragmented:
         return None
     try:
-        tracks = [_track(moov, s, e) for kind, s, e in _boxes(moov, 8, len(moov)) if kind == b"trak"]
+        tracks = [_track(moov, s, e) for kind, s, e in iter_boxes(moov, 8, len(moov)) if kind == b"trak"]
     except (ValueError, struct.error, IndexError):
         return None
     video = [t for t in tracks if t.get("handler") == b"vide"]
