@@ -7,8 +7,12 @@ the mixed one what the GPU's NVDEC reads (`pipelines.nvdec`).
 
 What a clip costs: DALI 2.4's decoder does not seek. Given ``frames=``, it decodes from the first frame of
 the payload up to the last frame asked for (measured on CPU, VP9 224x224, 300 frames, GOP 16: a 16x4
-clip costs 17 ms at the start of the video and ~50-70 ms at frame 200, the whole video 148 ms), so the
-frames it decodes for a clip are ``min(max(indices), num_frames - 1) + 1``: the ``decoded`` statistic.
+clip costs 17 ms at the start of the video and ~50-70 ms at frame 200, the whole video 148 ms). So the
+source's workers hand it the clip's GOPs only (`pipelines.gop_cut.cut_clip`: the packets from the
+keyframe at or before the clip's first frame to its last frame, stream-copied into a small container,
+indices rebased), and the frames it decodes for a clip are the cut's packets (``decoded``: the
+``frames_decoded`` of the cut), not ``min(max(indices), num_frames - 1) + 1`` as for the whole video
+(``gop_cut=False``).
 
 The mixed backend decodes the samples of a batch in parallel, each on its own thread of the operator's
 thread pool (``num_threads`` threads, pinned to cores with ``affine``), each thread with its own NVDEC
@@ -41,10 +45,12 @@ _OPERATOR = (
 @dataclass(frozen=True)
 class DaliDecoder:
     """``"dali-cpu"`` (``device="cpu"``) or ``"dali-gpu"`` (``device="gpu"``: NVDEC). ``affine``: pin the
-    mixed decoder's threads to cores (DALI's default; no effect on the CPU backend)."""
+    mixed decoder's threads to cores (DALI's default; no effect on the CPU backend). ``gop_cut``: hand the
+    decoder only the clip's packets (`pipelines.gop_cut`); without it the whole video."""
 
     device: str = "cpu"
     affine: bool = True
+    gop_cut: bool = True
     payload: Payload = Payload("UINT8", 1, "", indexed=True)
 
     def __post_init__(self) -> None:
@@ -58,6 +64,11 @@ class DaliDecoder:
     def prepare(
         self, video: bytes, ext: str, indices: np.ndarray, num_frames: int, pad_mode: str
     ) -> Prepared:
+        if self.gop_cut:
+            from pipelines.gop_cut import cut_clip
+
+            cut = cut_clip(video, ext, indices, pad_mode=pad_mode)
+            return Prepared(np.frombuffer(cut.data, np.uint8), cut.indices, cut.frames_decoded)
         last = int(np.max(indices))
         if pad_mode == "none" and last >= num_frames:
             raise IndexError(f"frame {last} asked of a {num_frames}-frame video (pad_mode='none')")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_shards
 
-from pipelines.clip_source import SampleMeta, clip_pipeline, key_of
+from pipelines.clip_source import CentreClip, SampleMeta, clip_pipeline, key_of
 from pipelines.dali_decode import DaliDecoder
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
 
@@ -140,12 +140,22 @@ def test_ranks_split_the_samples_every_epoch(shards):
     assert sorted(per_rank) == sorted(samples)
 
 
-def test_decoded_frames_per_clip_count_from_the_first_frame(shards):
-    """DALI's decoder does not seek: a clip costs every frame up to its last one (the loader's statistic)."""
-    tars, _, samples = shards
+def test_gop_cut_same_frames_fewer_decoded(shards):
+    """With the GOP cut (the default) DALI's decoder gets the clip's packets only: the same frames as from
+    the whole video, bit for bit, at a cost that no longer grows with the clip's position."""
+    tars, idxs, samples = shards
+    late = CentreClip(4, 2)  # frames 16, 18, 20, 22 of 40: keyframe at 16
+    whole = read(
+        clip_pipeline(tars, idxs, batch_size=4, frame_indices=late, decoder=DaliDecoder(gop_cut=False)), 2
+    )
+    cut = read(clip_pipeline(tars, idxs, batch_size=4, frame_indices=late), 2)
+    assert [k for k, *_ in cut] == [k for k, *_ in whole] and len(cut) == 8
+    for (_, _, i1, f1), (_, _, i2, f2) in zip(cut, whole, strict=True):
+        assert np.array_equal(i1, i2) and np.array_equal(f1, f2)
     video = samples[next(iter(samples))]["webm"]
-    dec = DaliDecoder()
-    assert dec.prepare(video, "webm", np.array([30, 34, 38]), FRAMES, "edge").decoded == 39
-    assert dec.prepare(video, "webm", np.array([2, 50]), FRAMES, "edge").decoded == FRAMES
+    dec, uncut = DaliDecoder(), DaliDecoder(gop_cut=False)
+    assert uncut.prepare(video, "webm", np.array([30, 34, 38]), FRAMES, "edge").decoded == 39  # from frame 0
+    assert dec.prepare(video, "webm", np.array([30, 34, 38]), FRAMES, "edge").decoded == 39 - 16  # from 16
+    assert uncut.prepare(video, "webm", np.array([2, 50]), FRAMES, "edge").decoded == FRAMES
     with pytest.raises(IndexError):
         dec.prepare(video, "webm", np.array([2, 50]), FRAMES, "none")

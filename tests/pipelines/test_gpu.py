@@ -27,6 +27,7 @@ from conftest import frames_rgb, k400_rows, k400_stem, make_video, write_k400_cs
 from pipelines import build_loader
 from pipelines.augment import MVIT_AUG
 from pipelines.clip_source import SampleMeta, clip_pipeline, key_of
+from pipelines.dali_decode import DaliDecoder
 from pipelines.sampling import MVIT_CLIP
 from shards.build import ShardConfig, build_shards
 from shards.format import list_samples, read_member, read_split
@@ -106,15 +107,16 @@ class Picks:
         return (start + 2 * np.arange(8)).astype(np.int32)
 
 
+@pytest.mark.parametrize("gop_cut", [False, True], ids=["whole", "cut"])
 @pytest.mark.parametrize("codec", ["h264", "hevc", "vp9", "mjpeg"])
-def test_nvdec_clips_equal_pyav(tmp_path, codec):
+def test_nvdec_clips_equal_pyav(tmp_path, codec, gop_cut):
+    """NVDEC's frames against PyAV's, given the whole video or the clip's GOPs only (the loader's way)."""
     shards = k400_shards(tmp_path, codec)
     split = read_split(shards, "val")
     videos = {s.key: read_member(s.tar, *s.members[s.video_ext]) for s in list_samples(split.tars)}
+    decoder = DaliDecoder(device="gpu", gop_cut=gop_cut)
     for where in ("start", "middle", "end"):
-        cp = clip_pipeline(
-            split.tars, batch_size=4, decoder="dali-gpu", device_id=0, frame_indices=Picks(where)
-        )
+        cp = clip_pipeline(split.tars, batch_size=4, decoder=decoder, device_id=0, frame_indices=Picks(where))
         frames, _, key, indices, decoded = cp.pipe.run()
         frames = frames.as_cpu()
         for i in range(4):
@@ -127,7 +129,11 @@ def test_nvdec_clips_equal_pyav(tmp_path, codec):
                 diffs = np.abs(ref.astype(np.int16) - f).mean(axis=(1, 2, 3))
                 assert diffs[j] < 8, (codec, where, j, diffs[j])
                 assert diffs.argmin() == j or np.array_equal(ref[diffs.argmin()], ref[j]), (codec, where)
-            assert int(np.asarray(decoded[i])) == min(int(idx.max()), FRAMES - 1) + 1  # from frame 0 on
+            last, first = min(int(idx.max()), FRAMES - 1), int(idx.min())
+            if gop_cut:  # from the keyframe at or before the first frame (GOP 16), B-frames decoded ahead
+                assert last - first + 1 <= int(np.asarray(decoded[i])) <= last - first + 16 + 3
+            else:  # from the first frame on
+                assert int(np.asarray(decoded[i])) == last + 1
 
 
 @pytest.fixture(scope="module")
