@@ -1,149 +1,30 @@
-"""Decode clips with PyAV (any codec FFmpeg reads: H.264, HEVC, AV1, VP9, ...) and feed them to DALI.
+"""Decode clips with PyAV (any codec FFmpeg reads: H.264, HEVC, AV1, VP9, ...): the ``"pyav"`` decoder.
 
-The third decoder of the one DALI graph (see ``pipelines.dali_decode`` for the other two): Python worker
-processes read samples straight from the shard tars (members located by the ``.idx`` files, read by offset,
-no tar scan), decode the frames of one clip with PyAV and hand ``(frames, label, key, indices)`` to DALI
-through a parallel ``fn.external_source`` (``parallel=True``, ``batch=False``, a picklable callable taking
-``SampleInfo``), so the same downstream graph applies whatever decoded the frames.
-
-* ``list_samples`` / ``read_member`` / ``parse_i32``: the shards seen from Python.
-* ``decode_frames``: the requested frames (any order, repeats allowed), from memory. It demuxes the packets
+* `decode_frames`: the requested frames (any order, repeats allowed), from memory. It demuxes the packets
   once (no decoding) to map frame indices to timestamps and keyframes, then for each run of requested
   frames seeks to the keyframe before the run's first frame and decodes up to its last frame; a run ends
-  where a later keyframe would make seeking cheaper than decoding through.
-* ``PyAVClipSource``: the per-sample callable, deterministic in ``SampleInfo``: same epoch layout as
-  ``dali_decode.clip_pipeline`` (shard ``i`` of ``k`` reads ``[N*i//k, N*(i+1)//k)`` of the epoch's order,
-  padded with its last sample to ``ceil(N/k)`` and to whole batches; keep the first ``samples_per_epoch``
-  samples of each epoch). With ``shuffle`` the order is a permutation of all samples drawn from
-  ``(seed, epoch)``, the same on every rank, so ranks still split it without overlap.
-* Decode faults (``skip_errors=True``, what the loader uses): a sample whose reading or decoding raises
-  (a corrupt bitstream that ``--probe fast`` let through, a rotten file) does not end the job: the source
-  returns a placeholder of the right rank (zeros, the clip's frame count, the ``.i32`` frame size) and a
-  fifth output, ``status``: uint8 bytes, ``b"\\x01"`` for a good sample, ``b"\\x00"`` + the one-line error for
-  a bad one (``sample_status`` reads it). The consumer drops the flagged samples (``pipelines.loader``).
-  Without ``skip_errors`` the error propagates (``pipe.run()`` raises), as before.
-* ``items``: instead of the epoch layout, read exactly these ``(epoch, key)`` once each, in order (padded
-  with the last to whole batches): the loader re-decodes with it the good samples of a batch that DALI's
-  own decoder lost to a fault.
-* ``pyav_clip_graph``: the source as ``(frames, label, key, indices)`` DataNodes inside a caller's
-  ``pipeline_def`` (``dali_decode.clip_graph``'s counterpart: the loader adds the augmentation after it);
-  ``pyav_clip_pipeline``: that graph alone, the same signature and outputs as
-  ``dali_decode.clip_pipeline`` (frames uint8 ``FHWC``, label int32, key as ``source_info``-style uint8
-  bytes that ``dali_decode.key_of`` reads, indices int32), on the CPU.
-
-Frame indices come from the same ``frame_indices(SampleMeta)`` callable as ``dali_decode`` (or the centre
-clip of ``num_frames`` frames ``stride`` apart). With ``py_start_method="spawn"`` it must be picklable (a
-module-level function, a ``functools.partial`` of one, or an instance of a module-level class).
+  where a later keyframe would make seeking cheaper than decoding through. H.264 pictures that nothing
+  references and the clip does not show are not decoded at all.
+* `PyAVDecoder`: `decode_frames` as a `pipelines.decoders.Decoder`: it decodes in the source's worker
+  processes (`pipelines.clip_source.ClipSource`, one decoder thread each: processes are the parallelism)
+  and hands DALI the uint8 ``FHWC`` frames; its graph half adds nothing.
 """
 
 from __future__ import annotations
 
 import io
-import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from pipelines.dali_decode import VIDEO_EXT, ClipPipeline, FrameIndexFn, SampleMeta, total_samples
+from pipelines.clip_source import PAD_MODES, check_indices
+from pipelines.decoders import Payload, Prepared
 
-__all__ = [
-    "CentreClip",
-    "PyAVClipSource",
-    "ShardSample",
-    "decode_frames",
-    "list_samples",
-    "parse_i32",
-    "pyav_clip_graph",
-    "pyav_clip_pipeline",
-    "read_member",
-    "sample_status",
-]
-
-VIDEO_EXTS = tuple(VIDEO_EXT.split(";"))
-PAD_MODES = ("edge", "none")
-
-
-# --------------------------------------------------------------------------------------------- shards
-
-
-@dataclass(frozen=True)
-class ShardSample:
-    """One sample of a shard: its key, tar, video member name and each member's ``(offset, size)``."""
-
-    key: str
-    tar: str
-    video: str  # the video member's name, e.g. "KEY.webm"
-    members: dict[str, tuple[int, int]]  # ext -> (data offset in the tar, size)
-
-    @property
-    def source_info(self) -> str:
-        """What DALI's webdataset reader gives as ``source_info``: ``'tar:offset:member'``."""
-        ext = self.video.partition(".")[2]
-        return f"{self.tar}:{self.members[ext][0]}:{self.video}"
-
-
-def _read_index(tar: str | Path, idx: str | Path) -> list[ShardSample]:
-    with open(idx, encoding="utf-8") as f:
-        header = f.readline().split()
-        if len(header) != 2 or header[0] != "v1.2":
-            raise ValueError(f"{idx}: not a v1.2 webdataset index (header {header})")
-        lines = [line.split() for line in f if line.strip()]
-    if len(lines) != int(header[1]):
-        raise ValueError(f"{idx}: header says {header[1]} samples, found {len(lines)}")
-    samples = []
-    for fields in lines:
-        if len(fields) % 4:
-            raise ValueError(f"{idx}: bad line {' '.join(fields)!r}")
-        members: dict[str, tuple[int, int]] = {}
-        video = key = None
-        for j in range(0, len(fields), 4):
-            ext, offset, size, name = fields[j : j + 4]
-            members[ext] = (int(offset), int(size))
-            key = name.partition(".")[0]
-            if ext in VIDEO_EXTS:
-                video = name
-        if video is None or "i32" not in members:
-            raise ValueError(f"{idx}: sample {key} lacks a video ({VIDEO_EXT}) or an .i32 member")
-        samples.append(ShardSample(key, str(tar), video, members))
-    return samples
-
-
-def list_samples(tars: Sequence[str | Path], idxs: Sequence[str | Path]) -> list[ShardSample]:
-    """Every sample of the shards, in shard order then index order (DALI's reader order)."""
-    if len(tars) != len(idxs) or not tars:
-        raise ValueError("need one .idx per tar, and at least one tar")
-    return [s for t, i in zip(tars, idxs, strict=True) for s in _read_index(t, i)]
-
-
-def read_member(tar: str | Path, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset`` of ``tar`` (a member's data, as located by the ``.idx``)."""
-    with open(tar, "rb") as f:
-        f.seek(offset)
-        data = f.read(size)
-    if len(data) != size:
-        raise ValueError(f"{tar}: short read at {offset} ({len(data)} of {size} bytes)")
-    return data
-
-
-def parse_i32(data: bytes) -> tuple[int, int, float, int, int]:
-    """The ``.i32`` member: ``(label, num_frames, fps, width, height)`` (five little-endian int32)."""
-    if len(data) != 20:
-        raise ValueError(f".i32 member must be 20 bytes, got {len(data)}")
-    label, n, fps_x1000, w, h = (int(v) for v in np.frombuffer(data, "<i4"))
-    return label, n, fps_x1000 / 1000, w, h
+__all__ = ["PyAVDecoder", "decode_frames"]
 
 
 # -------------------------------------------------------------------------------------------- decoding
-
-
-def _check_indices(indices: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0:
-        raise ValueError(f"{what}: need a non-empty 1-D list of ints >= 0, got {idx}")
-    return idx.astype(np.int64)
 
 
 def _rgb(frame) -> np.ndarray:
@@ -263,7 +144,7 @@ def decode_frames(
 
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    idx = _check_indices(indices, "decode_frames")
+    idx = check_indices(indices, "decode_frames")
     with av.open(io.BytesIO(video_bytes)) as c:
         stream = c.streams.video[0]
         if threads:
@@ -340,307 +221,29 @@ def _clamp(idx: np.ndarray, n: int, pad_mode: str) -> np.ndarray:
     return idx
 
 
-# ---------------------------------------------------------------------------------------- DALI source
+# --------------------------------------------------------------------------------------------- decoder
 
 
 @dataclass(frozen=True)
-class CentreClip:
-    """``dali_decode``'s in-graph clip as a ``frame_indices`` callable: ``num_frames`` frames ``stride``
-    apart, centred, clamped to the video (picklable, so spawned workers can use it)."""
+class PyAVDecoder:
+    """The ``"pyav"`` decoder (`pipelines.decoders.Decoder`): frames decoded in the source's workers."""
 
-    num_frames: int = 16
-    stride: int = 4
+    name: str = "pyav"
+    device: str = "cpu"
+    payload: Payload = Payload("UINT8", 4, "FHWC", indexed=False)
 
-    def __call__(self, meta: SampleMeta) -> np.ndarray:
-        n = meta.num_frames
-        span = self.stride * (self.num_frames - 1) + 1
-        start = max((n - span) // 2, 0)
-        return np.clip(start + self.stride * np.arange(self.num_frames), 0, max(n - 1, 0)).astype(np.int32)
+    def prepare(
+        self, video: bytes, ext: str, indices: np.ndarray, num_frames: int, pad_mode: str
+    ) -> Prepared:
+        stats: dict = {}
+        frames = decode_frames(video, indices, pad_mode=pad_mode, threads=1, stats=stats)
+        return Prepared(frames, np.arange(len(indices), dtype=np.int32), int(stats.get("decoded", 0)))
 
+    def placeholder(self, frames: int, height: int, width: int) -> np.ndarray:
+        return np.zeros((frames, height, width, 3), np.uint8)
 
-class PyAVClipSource:
-    """Per-sample source for DALI's parallel external source: ``info -> (frames, label, key, indices)``.
+    def frames(self, payload, indices, *, pad_mode: str = "edge"):
+        return payload
 
-    The sample read at pipeline iteration ``it``, batch slot ``j`` is fixed by ``(it, j)`` alone (see the
-    module docstring for the epoch layout), so any worker may compute any sample. Picklable: the sample list
-    and settings travel to spawned workers; open tar files are per process and not pickled.
-    """
-
-    def __init__(
-        self,
-        tars: Sequence[str | Path],
-        idxs: Sequence[str | Path],
-        *,
-        batch_size: int,
-        frame_indices: FrameIndexFn | None = None,
-        num_frames: int = 16,
-        stride: int = 4,
-        seed: int = 0,
-        shuffle: bool = False,
-        shard_id: int = 0,
-        num_shards: int = 1,
-        pad_mode: str = "edge",
-        skip_errors: bool = False,
-        items: Sequence[tuple[int, str]] | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_shards < 1 or not 0 <= shard_id < num_shards:
-            raise ValueError(f"need 0 <= shard_id < num_shards, got {shard_id}, {num_shards}")
-        if num_frames < 1 or stride < 1:
-            raise ValueError(f"num_frames and stride must be >= 1, got {num_frames}, {stride}")
-        if pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        self.samples = list_samples(tars, idxs)
-        total = len(self.samples)
-        if total != total_samples(idxs):
-            raise RuntimeError("index headers and lines disagree")
-        self.batch_size = batch_size
-        self.frame_indices = CentreClip(num_frames, stride) if frame_indices is None else frame_indices
-        self.seed = seed
-        self.shuffle = shuffle
-        self.shard_id = shard_id
-        self.num_shards = num_shards
-        self.pad_mode = pad_mode
-        self.begin = total * shard_id // num_shards
-        self.samples_per_epoch = total * (shard_id + 1) // num_shards - self.begin
-        if self.samples_per_epoch == 0:
-            raise ValueError(f"shard {shard_id} of {num_shards} gets no sample of {total}")
-        self.iterations_per_epoch = math.ceil(math.ceil(total / num_shards) / batch_size)
-        self.skip_errors = skip_errors
-        self.items: list[tuple[int, ShardSample]] | None = None
-        if items is not None:
-            by_key = {s.key: s for s in self.samples}
-            missing = [k for _, k in items if k not in by_key]
-            if not items or missing:
-                raise ValueError(
-                    f"items: need at least one, all keys of these shards (unknown: {missing[:3]})"
-                )
-            self.items = [(int(e), by_key[k]) for e, k in items]
-            self.samples_per_epoch = len(self.items)
-            self.iterations_per_epoch = math.ceil(len(self.items) / batch_size)
-        self._files: dict[str, object] = {}
-        self._order: tuple[int, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        state["_order"] = None
-        return state
-
-    def order(self, epoch: int) -> np.ndarray:
-        """This shard's samples (indices into ``samples``) in the order read in ``epoch`` (kept for the
-        last epoch asked: drawing a permutation of a Kinetics-size list costs milliseconds per sample)."""
-        cached = self._order
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        everything = np.arange(len(self.samples))
-        if self.shuffle:
-            everything = np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
-        order = everything[self.begin : self.begin + self.samples_per_epoch]
-        self._order = (epoch, order)
-        return order
-
-    def locate(self, iteration: int, idx_in_batch: int) -> tuple[int, ShardSample]:
-        """``(epoch, sample)`` read at pipeline ``iteration``, batch slot ``idx_in_batch``."""
-        if self.items is not None:
-            return self.items[min(iteration * self.batch_size + idx_in_batch, len(self.items) - 1)]
-        epoch, it = divmod(iteration, self.iterations_per_epoch)
-        position = min(it * self.batch_size + idx_in_batch, self.samples_per_epoch - 1)  # pad: repeat last
-        return epoch, self.samples[int(self.order(epoch)[position])]
-
-    def _read(self, tar: str, offset: int, size: int) -> bytes:
-        f = self._files.get(tar)
-        if f is None or getattr(f, "pid", None) != os.getpid():
-            f = self._files[tar] = _OpenFile(tar)
-        return f.read(offset, size)
-
-    def meta(self, sample: ShardSample, epoch: int) -> SampleMeta:
-        label, n, fps, w, h = parse_i32(self._read(sample.tar, *sample.members["i32"]))
-        return SampleMeta(sample.key, label, n, fps, w, h, epoch)
-
-    def clip(self, sample: ShardSample, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        meta = self.meta(sample, epoch)
-        indices = _check_indices(self.frame_indices(meta), f"frame_indices({meta.key})").astype(np.int32)
-        ext = sample.video.partition(".")[2]
-        frames = decode_frames(
-            self._read(sample.tar, *sample.members[ext]), indices, pad_mode=self.pad_mode, threads=1
-        )
-        key = np.frombuffer(sample.source_info.encode(), dtype=np.uint8).copy()
-        return frames, np.array(meta.label, dtype=np.int32), key, indices
-
-    def __call__(self, info) -> tuple[np.ndarray, ...]:
-        _tune_worker_malloc()
-        epoch, sample = self.locate(info.iteration, info.idx_in_batch)
-        if not self.skip_errors:
-            return self.clip(sample, epoch)
-        try:
-            return (*self.clip(sample, epoch), np.frombuffer(b"\x01", np.uint8).copy())
-        except Exception as e:  # noqa: BLE001 - any fault of one sample: flag it, keep the job going
-            return self._placeholder(sample, epoch, e)
-
-    def _placeholder(self, sample: ShardSample, epoch: int, error: Exception) -> tuple[np.ndarray, ...]:
-        """Zeros shaped like the sample's clip, its label and key, and the error as ``status``."""
-        label, width, height = 0, 64, 64
-        frames = getattr(getattr(self.frame_indices, "spec", None), "num_frames", None)
-        frames = frames or getattr(self.frame_indices, "num_frames", None) or 16
-        try:
-            meta = self.meta(sample, epoch)
-            label, width, height = meta.label, max(meta.width, 2), max(meta.height, 2)
-            frames = len(_check_indices(self.frame_indices(meta), "frame_indices"))
-        except Exception:  # noqa: BLE001, S110 - the defaults above stand
-            pass
-        message = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-        key = np.frombuffer(sample.source_info.encode(), dtype=np.uint8).copy()
-        return (
-            np.zeros((frames, height, width, 3), np.uint8),
-            np.array(label, dtype=np.int32),
-            key,
-            np.zeros(frames, np.int32),
-            np.frombuffer(b"\x00" + message.encode(), np.uint8).copy(),
-        )
-
-
-_malloc_tuned_pid: int | None = None
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-def _tune_worker_malloc() -> None:
-    """In a loader worker process (once): keep freed memory in glibc's heap instead of handing it back to
-    the kernel. Each clip opens a fresh decoder whose frame buffers (and the RGB arrays) are a few hundred
-    KB, above glibc's mmap threshold: every clip then paid its page faults again, about a third of the
-    decoding time (measured: 12-15 ms of system time per 16-frame VP9 clip, 3-5 ms with this). Only in
-    worker processes (the user's own process is left alone); a no-op without glibc."""
-    global _malloc_tuned_pid
-    pid = os.getpid()
-    if _malloc_tuned_pid == pid:
-        return
-    _malloc_tuned_pid = pid
-    import multiprocessing
-
-    if multiprocessing.parent_process() is None:
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum
-        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def sample_status(status: bytes | np.ndarray) -> str | None:
-    """A ``status`` output read back: ``None`` for a good sample, else the error message."""
-    raw = bytes(np.asarray(status, dtype=np.uint8))
-    if raw[:1] == b"\x01":
-        return None
-    return raw[1:].decode(errors="replace") or "decode failed"
-
-
-class _OpenFile:
-    """A tar opened once per process (a forked worker must not share its parent's file offset)."""
-
-    def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
-        self.file = open(path, "rb")  # noqa: SIM115 - kept open for the worker's life
-
-    def read(self, offset: int, size: int) -> bytes:
-        data = os.pread(self.file.fileno(), size, offset)
-        if len(data) != size:
-            raise ValueError(f"{self.file.name}: short read at {offset} ({len(data)} of {size} bytes)")
-        return data
-
-
-def pyav_clip_graph(source: PyAVClipSource, prefetch_queue_depth: int = 2):
-    """``source``'s clips as ``(frames, label, key, indices)`` DataNodes, to be called inside the caller's
-    ``pipeline_def``, which must have ``source.batch_size`` as its batch size and set ``py_num_workers`` and
-    ``py_start_method`` (the parallel external source runs ``source`` in those worker processes). With
-    ``source.skip_errors``, a fifth node: ``status`` (`sample_status` reads it)."""
-    from nvidia.dali import fn, types
-    from nvidia.dali.pipeline import Pipeline
-
-    pipe = Pipeline.current()
-    if pipe is None:
-        raise RuntimeError("pyav_clip_graph must be called while a pipeline is being defined (pipeline_def)")
-    if pipe.max_batch_size != source.batch_size:
-        raise ValueError(f"pipeline batch size {pipe.max_batch_size} != source's {source.batch_size}")
-    extra = 1 if source.skip_errors else 0
-    return tuple(
-        fn.external_source(
-            source=source,
-            num_outputs=4 + extra,
-            batch=False,
-            parallel=True,
-            prefetch_queue_depth=prefetch_queue_depth,
-            dtype=[types.UINT8, types.INT32, types.UINT8, types.INT32] + [types.UINT8] * extra,
-            ndim=[4, 0, 1, 1] + [1] * extra,
-            layout=["FHWC", "", "", ""] + [""] * extra,
-        )
-    )
-
-
-def pyav_clip_pipeline(
-    tars: Sequence[str | Path],
-    idxs: Sequence[str | Path],
-    *,
-    batch_size: int,
-    num_frames: int = 16,
-    stride: int = 4,
-    frame_indices: FrameIndexFn | None = None,
-    device_id: int | None = None,
-    num_threads: int = 2,
-    seed: int = 0,
-    shard_id: int = 0,
-    num_shards: int = 1,
-    random_shuffle: bool = False,
-    pad_mode: str = "edge",
-    prefetch_queue_depth: int = 2,
-    py_num_workers: int = 2,
-    py_start_method: str = "spawn",
-) -> ClipPipeline:
-    """``dali_decode.clip_pipeline`` with PyAV decoding in ``py_num_workers`` worker processes: a
-    `PyAVClipSource` through `pyav_clip_graph`, alone in a pipeline.
-
-    Outputs per sample, on the CPU: frames uint8 ``(T, H, W, 3)`` (``FHWC``), label int32, key (the
-    ``source_info`` string as uint8; ``dali_decode.key_of`` reads it), indices int32. ``random_shuffle``
-    draws a permutation per epoch from ``seed`` (no shuffle buffer, so no ``initial_fill``). ``device_id``
-    is only for a downstream graph that moves the frames to the GPU.
-    """
-    from nvidia.dali import pipeline_def
-
-    check_start_method(py_start_method)
-    source = PyAVClipSource(
-        tars,
-        idxs,
-        batch_size=batch_size,
-        frame_indices=frame_indices,
-        num_frames=num_frames,
-        stride=stride,
-        seed=seed,
-        shuffle=random_shuffle,
-        shard_id=shard_id,
-        num_shards=num_shards,
-        pad_mode=pad_mode,
-    )
-
-    @pipeline_def(
-        batch_size=batch_size,
-        num_threads=num_threads,
-        device_id=device_id,
-        seed=seed,
-        prefetch_queue_depth=prefetch_queue_depth,
-        py_num_workers=py_num_workers,
-        py_start_method=py_start_method,
-    )
-    def pipe():
-        return pyav_clip_graph(source, prefetch_queue_depth)
-
-    p = pipe()
-    p.build()
-    return ClipPipeline(p, source.samples_per_epoch, source.iterations_per_epoch)
-
-
-def check_start_method(py_start_method: str) -> None:
-    if py_start_method not in ("spawn", "fork"):
-        raise ValueError(f"py_start_method must be 'spawn' or 'fork', got {py_start_method!r}")
+    def lost_batch(self, error: BaseException) -> bool:
+        return False

@@ -194,22 +194,20 @@ class ShardSampleData:
 
 def read_shard_sample(shards_dir: str | os.PathLike, key: str, split: str = "val") -> ShardSampleData:
     """One sample of a split's shards by key (located through the ``.idx`` files, read by offset)."""
-    from pipelines.pyav_feed import list_samples, parse_i32, read_member
+    from shards.format import list_samples, parse_i32, read_manifest, read_member
 
     shards_dir = Path(shards_dir)
-    manifest = shards_dir / "manifest.json"
     try:
-        splits = json.loads(manifest.read_text())["splits"]
-    except (OSError, ValueError, KeyError):
+        splits = read_manifest(shards_dir).get("splits", {})
+    except (OSError, ValueError):
         raise VideoReadError(
             f"{shards_dir}: no readable manifest.json (build the shards with `stts shard`)"
         ) from None
     if split not in splits:
         raise VideoReadError(f"{shards_dir}: no split {split!r} (has {', '.join(sorted(splits))})")
-    tars = [shards_dir / s["name"] for s in splits[split]["shards"]]
-    idxs = [t.with_suffix(".idx") for t in tars]
+    tars = [str(shards_dir / s["name"]) for s in splits[split]["shards"]]
     try:
-        samples = {s.key: s for s in list_samples(tars, idxs)}
+        samples = {s.key: s for s in list_samples(tars)}
     except (OSError, ValueError) as err:
         raise VideoReadError(f"{shards_dir}: cannot read the {split} index: {err}") from None
     if key not in samples:
@@ -217,7 +215,7 @@ def read_shard_sample(shards_dir: str | os.PathLike, key: str, split: str = "val
         raise VideoReadError(f"{shards_dir}: no sample {key!r} in {split} (keys look like {some})")
     s = samples[key]
     _, n, fps, _, _ = parse_i32(read_member(s.tar, *s.members["i32"]))
-    ext = s.video.partition(".")[2]
+    ext = s.video_ext
     meta = json.loads(read_member(s.tar, *s.members["json"])) if "json" in s.members else {}
     return ShardSampleData(key, read_member(s.tar, *s.members[ext]), n, fps, meta)
 

@@ -22,23 +22,20 @@ import random
 import re
 import shutil
 import signal
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .format import I32_FIELDS, MANIFEST, MANIFEST_VERSION, pack_i32, read_manifest
 from .probe import PROBE_MODES, ProbeError, probe
 from .reencode import ReencodeSpec, reencode
 from .sources import SPLITS, VIDEO_EXTS, Record, Reject, SourceError, SourcePlan, kinetics_source
 from .synthetic import SyntheticConfig
 from .writer import Member, ShardInfo, ShardWriter, atomic_write_text
 
-MANIFEST_VERSION = 1
 STATE_DIR = ".stts-shard"
 SOURCES = ("kinetics400", "synthetic")
-# Fixed-width member for loaders that need numbers without parsing JSON (e.g. on the GPU path).
-I32_FIELDS = ("label", "num_frames", "fps_x1000", "width", "height")
 
 
 @dataclass(frozen=True)
@@ -503,9 +500,8 @@ def _sample_members(rec: Record, res: dict[str, Any], plan: SourcePlan) -> tuple
     meta.update(info)
     meta.update(res.get("extra") or {})
     ext = payload.suffix.lstrip(".").lower()
-    fixed = struct.pack(
-        "<5i", rec.label, info["num_frames"], round(info["fps"] * 1000), info["width"], info["height"]
-    )
+    # fixed-width numbers for loaders that need them without parsing JSON (`shards.format.I32_FIELDS`)
+    fixed = pack_i32(rec.label, info["num_frames"], info["fps"], info["width"], info["height"])
     members: dict[str, Member] = {
         ext: payload,  # the source file itself: the writer copies it without reading it into Python
         "cls": str(rec.label).encode(),
@@ -551,13 +547,12 @@ def _load_journals(state: Path, options: dict[str, Any]) -> list[dict[str, Any]]
 
 # --------------------------------------------------------------------------------------------- manifest
 def _read_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / "manifest.json"
-    if not path.exists():
+    if not (out / MANIFEST).exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise SourceError(f"{path} is not valid JSON; remove it or choose another --out") from None
+        return read_manifest(out)
+    except ValueError:
+        raise SourceError(f"{out / MANIFEST} is not valid JSON; remove it or choose another --out") from None
 
 
 def _manifest_split(out: Path, split: str) -> dict[str, Any] | None:
@@ -580,7 +575,7 @@ def _drop_manifest_split(out: Path, split: str) -> None:
     manifest = _read_manifest(out)
     if manifest is not None and split in manifest.get("splits", {}):
         del manifest["splits"][split]
-        atomic_write_text(out / "manifest.json", json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, sort_keys=True, indent=2) + "\n")
 
 
 def _write_manifest(out: Path, plan: SourcePlan, split: str, entry: dict[str, Any]) -> None:
@@ -599,5 +594,5 @@ def _write_manifest(out: Path, plan: SourcePlan, split: str, entry: dict[str, An
     )
     manifest.setdefault("splits", {})[split] = entry
     manifest["splits"] = dict(sorted(manifest["splits"].items()))
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, sort_keys=True, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, sort_keys=True, indent=2) + "\n")
     atomic_write_text(out / "classes.txt", "".join(name + "\n" for name in plan.classes))

@@ -64,7 +64,8 @@ def probe(path: str | os.PathLike, mode: str = "full") -> VideoInfo:
             raise ProbeError("no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        codec = ctx.name if ctx is not None else ""
+        # the codec's name, not the decoder's (FFmpeg decodes AV1 with "libdav1d": the codec is "av1")
+        codec = ctx.codec.canonical_name if ctx is not None else ""
         if not codec:
             raise ProbeError("no decoder for the video stream's codec")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate

@@ -12,10 +12,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# DALI's `fn.readers.webdataset` index format (what its `wds2idx` tool writes): a header line
-# "v1.2 <samples>", then one line per sample listing "<ext> <data offset> <size> <member name>" for each
-# member. Writing it while we write the tar saves re-reading every shard.
-DALI_INDEX_VERSION = "v1.2"
+# DALI's webdataset index format (`shards.format`), written while we write the tar: no shard is read twice
+from .format import DALI_INDEX_VERSION
 
 
 def shard_name(split: str, index: int) -> str:

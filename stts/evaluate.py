@@ -29,7 +29,6 @@ import csv
 import io
 import json
 import os
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -239,18 +238,15 @@ def eval_specs(model: nn.Module, recipe: str | None = None, views: tuple[int, in
 
 
 def read_ground_truth(tars: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
-    """key → the sample's ``.json`` metadata, from the tars' ``.json`` members (eval sets are small)."""
-    out: dict[str, dict[str, Any]] = {}
-    for tar in tars:
-        with tarfile.open(tar) as tf:
-            for member in tf:
-                if not member.isfile() or not member.name.endswith(".json"):
-                    continue
-                key = Path(member.name).name.partition(".")[0]
-                data = tf.extractfile(member)
-                if data is not None:
-                    out[key] = json.loads(data.read())
-    return out
+    """key → the sample's ``.json`` metadata, from the tars' ``.json`` members, located by the ``.idx``
+    files (`shards.format`)."""
+    from shards.format import list_samples, read_member
+
+    return {
+        s.key: json.loads(read_member(s.tar, *s.members["json"]))
+        for s in list_samples([str(t) for t in tars])
+        if "json" in s.members
+    }
 
 
 def _has_truth(meta: Mapping[str, Any] | None) -> bool:

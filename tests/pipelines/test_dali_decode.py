@@ -1,28 +1,19 @@
-"""Clip decoding in one DALI pipeline (CPU): the frames asked for, as PyAV decodes them from the same bytes,
-with the sample's label and key, every sample once per epoch."""
+"""DALI's CPU video decoder behind the clip source: the frames asked for, as PyAV decodes them from the same
+bytes, with the sample's label and key, every sample once per epoch, ranks splitting the samples."""
 
 from __future__ import annotations
 
 import io
 import json
 import zlib
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from conftest import synthetic_shards
 
-from pipelines.dali_decode import (
-    ClipPipeline,
-    SampleMeta,
-    check_reader,
-    clip_graph,
-    clip_layout,
-    clip_pipeline,
-    key_of,
-    shard_samples,
-)
+from pipelines.clip_source import CentreClip, SampleMeta, clip_pipeline, key_of
+from pipelines.dali_decode import DaliDecoder
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
 
 pytest.importorskip("nvidia.dali")
@@ -45,7 +36,7 @@ def read(cp, iterations: int) -> list[tuple[str, int, np.ndarray, np.ndarray]]:
     """(key, label, indices, frames) per sample, the padded tail of each epoch dropped."""
     out = []
     for it in range(iterations):
-        frames, label, key, indices = cp.pipe.run()
+        frames, label, key, indices, *_ = cp.pipe.run()
         batch = [(key_of(key.at(i)), int(label.at(i)), indices.at(i), frames.at(i)) for i in range(len(key))]
         done = (it % cp.iterations_per_epoch) * len(key)
         out += batch[: cp.samples_per_epoch - done]
@@ -64,7 +55,7 @@ def check_frames(samples: dict[str, dict], key: str, indices: np.ndarray, frames
         assert diffs.argmin() == i or np.array_equal(ref[diffs.argmin()], ref[i])
 
 
-def test_centre_clip_in_graph_matches_pyav_with_labels_and_keys(shards):
+def test_centre_clip_matches_pyav_with_labels_and_keys(shards):
     tars, idxs, samples = shards
     cp = clip_pipeline(tars, idxs, batch_size=3, num_frames=4, stride=4)
     assert (cp.samples_per_epoch, cp.iterations_per_epoch) == (8, 3)
@@ -85,41 +76,35 @@ def test_centre_clip_longer_than_the_video_repeats_the_last_frame(shards):
         check_frames(samples, key, indices, frames)
 
 
+def indices_of(meta: SampleMeta) -> list[int]:
+    """Unsorted, repeated and past-the-end indices from the sample's own key, numbers and epoch."""
+    k = int(meta.key.rsplit("_", 1)[1])
+    return [k + meta.epoch, meta.num_frames - 1, 3, 3, 45, 0, meta.label, int(meta.fps), meta.width // 8]
+
+
 def test_python_indices_per_sample_and_epoch(shards):
-    """Arbitrary indices (unsorted, repeated, past the end) from the sample's own key, numbers and epoch,
-    under shuffling; across two epochs each sample is read once per epoch."""
+    """Arbitrary indices from the sample's own key, numbers and epoch, under shuffling; across two epochs
+    each sample is read once per epoch."""
     tars, idxs, samples = shards
-    calls: list[SampleMeta] = []
-
-    def indices_of(meta: SampleMeta) -> list[int]:
-        calls.append(meta)
-        k = int(meta.key.rsplit("_", 1)[1])
-        return [k + meta.epoch, meta.num_frames - 1, 3, 3, 45, 0]
-
-    cp = clip_pipeline(
-        tars, idxs, batch_size=3, frame_indices=indices_of, random_shuffle=True, initial_fill=8
-    )
+    cp = clip_pipeline(tars, idxs, batch_size=3, frame_indices=indices_of, random_shuffle=True, seed=2)
     got = read(cp, 2 * cp.iterations_per_epoch)
     assert len(got) == 16
     for epoch, part in enumerate((got[:8], got[8:])):
         assert sorted(k for k, *_ in part) == sorted(samples)
         for key, label, indices, frames in part:
             assert label == int(samples[key]["cls"])
-            assert indices.tolist() == [int(key[-6:]) + epoch, FRAMES - 1, 3, 3, 45, 0]
+            assert indices.tolist() == [int(key[-6:]) + epoch, FRAMES - 1, 3, 3, 45, 0, label, 30, 8]
             check_frames(samples, key, indices, frames)
     assert [k for k, *_ in got[:8]] != [k for k, *_ in got[8:]]  # shuffled differently per epoch
-    meta = next(m for m in calls if m.key == got[0][0])
-    numbers = (meta.label, meta.num_frames, meta.fps, meta.width, meta.height)
-    assert numbers == (got[0][1], FRAMES, 30.0, 64, 64)
+
+
+def mvit_train(meta: SampleMeta) -> np.ndarray:
+    rng = sample_rng(0, meta.epoch, zlib.crc32(meta.key.encode()))
+    return train_clip_indices(meta.num_frames, meta.fps, MVIT_CLIP, rng)
 
 
 def test_official_training_clips_through_the_pipeline(shards):
     tars, idxs, samples = shards
-
-    def mvit_train(meta: SampleMeta) -> np.ndarray:
-        rng = sample_rng(0, meta.epoch, zlib.crc32(meta.key.encode()))
-        return train_clip_indices(meta.num_frames, meta.fps, MVIT_CLIP, rng)
-
     cp = clip_pipeline(tars[:1], idxs[:1], batch_size=4, frame_indices=mvit_train)
     for key, _, indices, frames in read(cp, 1):
         rng = sample_rng(0, 0, zlib.crc32(key.encode()))
@@ -131,22 +116,17 @@ def test_official_training_clips_through_the_pipeline(shards):
 def test_bad_indices_and_arguments_are_errors(shards):
     tars, idxs, _ = shards
     cp = clip_pipeline(tars[:1], idxs[:1], batch_size=2, frame_indices=lambda m: [0, -1])
-    with pytest.raises(RuntimeError, match="frame_indices"):
+    with pytest.raises(Exception, match="frame_indices"):
         cp.pipe.run()
     with pytest.raises(ValueError, match="device_id"):
-        clip_pipeline(tars, idxs, batch_size=2, device="gpu")
+        clip_pipeline(tars, idxs, batch_size=2, decoder="dali-gpu")
     with pytest.raises(ValueError, match="one .idx per tar"):
         clip_pipeline(tars, idxs[:1], batch_size=2)
+    with pytest.raises(ValueError, match="device must be"):
+        DaliDecoder(device="nvdec")
 
 
-def test_shard_samples_splits_like_dali(shards):
-    _, idxs, _ = shards
-    assert shard_samples(idxs) == 8
-    assert [shard_samples(idxs, i, 3) for i in range(3)] == [2, 3, 3]
-    assert Path(idxs[0]).read_text().startswith("v1.2 4\n")
-
-
-def test_reader_shards_split_the_samples_every_epoch(shards):
+def test_ranks_split_the_samples_every_epoch(shards):
     """Three ranks of one epoch: each sample read by exactly one rank, the same one every epoch."""
     tars, idxs, samples = shards
     per_rank = []
@@ -160,27 +140,22 @@ def test_reader_shards_split_the_samples_every_epoch(shards):
     assert sorted(per_rank) == sorted(samples)
 
 
-def test_clip_graph_inside_a_callers_pipeline(shards):
-    """`clip_graph` extends the caller's pipeline (here a flip after the decoder): the same clips as
-    `clip_pipeline`, the epoch layout from the caller's batch size; outside a pipeline it is an error."""
-    from nvidia.dali import fn, pipeline_def
-
-    tars, idxs, _ = shards
-    assert clip_layout(idxs, 3) == (8, 8, 3)
-
-    @pipeline_def(batch_size=3, num_threads=2, device_id=None, seed=0)
-    def pipe():
-        frames, label, key, indices = clip_graph(tars, idxs, num_frames=4, stride=4)
-        return fn.flip(frames, horizontal=1), label, key, indices
-
-    p = pipe()
-    p.build()
-    check_reader(p, idxs, 1)
-    ours = read(ClipPipeline(p, *clip_layout(idxs, 3)[::2]), 3)
-    theirs = read(clip_pipeline(tars, idxs, batch_size=3, num_frames=4, stride=4), 3)
-    assert [k for k, *_ in ours] == [k for k, *_ in theirs]
-    for (_, label, indices, flipped), (_, label2, indices2, frames) in zip(ours, theirs, strict=True):
-        assert label == label2 and np.array_equal(indices, indices2)
-        assert np.array_equal(np.asarray(flipped), np.asarray(frames)[:, :, ::-1])
-    with pytest.raises(RuntimeError, match="pipeline_def"):
-        clip_graph(tars, idxs)
+def test_gop_cut_same_frames_fewer_decoded(shards):
+    """With the GOP cut (the default) DALI's decoder gets the clip's packets only: the same frames as from
+    the whole video, bit for bit, at a cost that no longer grows with the clip's position."""
+    tars, idxs, samples = shards
+    late = CentreClip(4, 2)  # frames 16, 18, 20, 22 of 40: keyframe at 16
+    whole = read(
+        clip_pipeline(tars, idxs, batch_size=4, frame_indices=late, decoder=DaliDecoder(gop_cut=False)), 2
+    )
+    cut = read(clip_pipeline(tars, idxs, batch_size=4, frame_indices=late), 2)
+    assert [k for k, *_ in cut] == [k for k, *_ in whole] and len(cut) == 8
+    for (_, _, i1, f1), (_, _, i2, f2) in zip(cut, whole, strict=True):
+        assert np.array_equal(i1, i2) and np.array_equal(f1, f2)
+    video = samples[next(iter(samples))]["webm"]
+    dec, uncut = DaliDecoder(), DaliDecoder(gop_cut=False)
+    assert uncut.prepare(video, "webm", np.array([30, 34, 38]), FRAMES, "edge").decoded == 39  # from frame 0
+    assert dec.prepare(video, "webm", np.array([30, 34, 38]), FRAMES, "edge").decoded == 39 - 16  # from 16
+    assert uncut.prepare(video, "webm", np.array([2, 50]), FRAMES, "edge").decoded == FRAMES
+    with pytest.raises(IndexError):
+        dec.prepare(video, "webm", np.array([2, 50]), FRAMES, "none")

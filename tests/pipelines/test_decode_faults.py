@@ -15,7 +15,8 @@ from conftest import corrupt_middle_packet, k400_rows, k400_stem, make_video, wr
 
 from pipelines import build_loader
 from pipelines.augment import MVIT_AUG
-from pipelines.pyav_feed import PyAVClipSource, sample_status
+from pipelines.clip_source import ClipSource, sample_status
+from pipelines.pyav_feed import PyAVDecoder
 from pipelines.sampling import MVIT_CLIP
 from shards.build import ShardConfig, build_shards
 
@@ -126,13 +127,14 @@ def test_source_flags_the_bad_sample(vp9):
     shards, bad, _ = vp9
     tars = sorted(str(p) for p in shards.glob("val-*.tar"))
     idxs = [t[: -len(".tar")] + ".idx" for t in tars]
-    src = PyAVClipSource(tars, idxs, batch_size=2, num_frames=8, stride=2, skip_errors=True)
+    kw = dict(batch_size=2, decoder=PyAVDecoder(), num_frames=8, stride=2, video_indices=True)
+    src = ClipSource(tars, idxs, skip_errors=True, **kw)
     statuses = {s.key: src(_Info(i)) for i, s in enumerate(src.samples)}
-    for key, (frames, _, _, indices, status) in statuses.items():
+    for key, (frames, _, _, indices, _, status) in statuses.items():
         assert frames.shape[:1] == indices.shape == (8,)
         assert (sample_status(status) is None) == (key != bad)
-    assert "Invalid data" in sample_status(statuses[bad][4])
-    strict = PyAVClipSource(tars, idxs, batch_size=2, num_frames=8, stride=2)
+    assert "Invalid data" in sample_status(statuses[bad][5])
+    strict = ClipSource(tars, idxs, **kw)
     with pytest.raises(Exception, match="Invalid data"):
         strict(_Info([s.key for s in strict.samples].index(bad)))
 

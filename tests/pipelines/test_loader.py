@@ -15,7 +15,8 @@ import torch
 
 from pipelines import Batch, build_loader
 from pipelines.augment import MVIT_AUG, SWIN_AUG
-from pipelines.loader import EvalClipIndices, TrainClipIndices, choose_decoder, sample_id
+from pipelines.clip_source import EvalClipIndices, SampleMeta, TrainClipIndices, sample_id
+from pipelines.decoders import choose_decoder, decode_settings
 from pipelines.sampling import MVIT_CLIP, SWIN_CLIP, eval_clip_indices, sample_rng, train_clip_indices
 from shards.build import ShardConfig, build_shards
 from shards.synthetic import SyntheticConfig
@@ -119,8 +120,15 @@ def test_train_ranks_same_number_of_batches(vp9):
 def test_eval_dali_and_pyav_same_views(vp9):
     labels = labels_of(vp9, "val")
     kw = dict(batch_size=4, train=False)
-    dali = list(build_loader(vp9, "val", SWIN, decoder="dali-cpu", **kw))
-    pyav = list(build_loader(vp9, "val", SWIN, decoder="pyav", **kw))
+    dali_loader = build_loader(vp9, "val", SWIN, decoder="dali-cpu", **kw)
+    pyav_loader = build_loader(vp9, "val", SWIN, decoder="pyav", **kw)
+    assert dali_loader.frames_per_clip is None
+    dali, pyav = list(dali_loader), list(pyav_loader)
+    # frames decoded per clip: both from the keyframe at or before the clip's first frame (GOP cut for DALI's
+    # decoder, which would otherwise decode from the video's first frame on)
+    last = [min(eval_clip_indices(40, 30.0, SWIN_SMALL, t).max() + 1, 40) for t in range(2)]
+    assert dali_loader.decoded_clips == VAL * 2 and dali_loader.frames_per_clip == pyav_loader.frames_per_clip
+    assert 0 < dali_loader.frames_per_clip < sum(last) / 2
     assert len(dali) == len(pyav) == VAL * 2 * 3 // 4
     for a, b in zip(dali, pyav, strict=True):
         check_batch(a, 4)
@@ -192,8 +200,6 @@ def test_choose_decoder(monkeypatch):
 
 
 def test_frame_indices_are_the_sampling_functions():
-    from pipelines.dali_decode import SampleMeta
-
     meta = SampleMeta("abc_000001_000011", 1, 40, 30.0, 64, 64, epoch=1)
     rng = sample_rng(5, 2, sample_id(meta.key))
     got = TrainClipIndices(MVIT_SMALL, 5, 2)(meta)
@@ -299,3 +305,58 @@ def test_host_buffers_reused_only_when_free(vp9):
     del b
     del t
     assert pool.empty((3, 4), "float32").ctypes.data == address
+
+
+def test_batches_in_the_training_precision(vp9):
+    """``dtype``: the same batches, converted once on the way out of DALI (float16 by numpy while copying,
+    bfloat16 by torch), labels and views unchanged."""
+    full = list(build_loader(vp9, "val", MVIT, batch_size=3, train=False, views=(1, 1)))
+    for dtype in (torch.float16, torch.bfloat16):
+        low = list(build_loader(vp9, "val", MVIT, batch_size=3, train=False, views=(1, 1), dtype=dtype))
+        assert [b.key for b in low] == [b.key for b in full]
+        for a, b in zip(low, full, strict=True):
+            assert a.video.dtype == dtype and a.label.dtype == torch.long and a.view.dtype == torch.long
+            assert torch.equal(a.video, b.video.to(dtype))
+    kw = dict(batch_size=2, seed=3, num_sample=2)  # two outputs interleaved while copying out
+    train32 = next(iter(build_loader(vp9, "train", MVIT, **kw)))
+    train16 = next(iter(build_loader(vp9, "train", MVIT, dtype=torch.bfloat16, **kw)))
+    assert train16.key == train32.key and torch.equal(train16.video, train32.video.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        build_loader(vp9, "val", MVIT, batch_size=3, dtype=torch.int8)
+
+
+def test_decode_settings_per_device():
+    h100 = decode_settings("dali-gpu", 2, engines=7)  # MViT: 2 videos per GPU
+    assert (h100.num_threads, h100.decode_batch, h100.num_workers, h100.affine) == (14, 28, 7, False)
+    assert decode_settings("dali-gpu", 64, engines=7).decode_batch == 64  # never below the batch
+    assert decode_settings("dali-gpu", 2).num_threads == 4  # NVDEC count unknown
+    cpu = decode_settings("dali-cpu", 2)
+    assert (cpu.num_threads, cpu.num_workers, cpu.decode_batch, cpu.prefetch_queue_depth) == (2, 1, 4, 2)
+    assert decode_settings("pyav", 8, num_threads=3).num_workers == 3  # PyAV decodes in the workers
+    given = decode_settings("dali-gpu", 2, engines=7, num_threads=3, decode_batch=5, affine=True)
+    assert (given.num_threads, given.decode_batch, given.affine) == (3, 5, True)
+    with pytest.raises(ValueError, match="decode_batch must be >= 1"):
+        decode_settings("pyav", 2, decode_batch=-1)
+
+
+def test_decode_batch_does_not_change_the_batches(vp9):
+    """Clips decoded 2 or 6 at a time: the same training batches (samples, clips, order), and every eval
+    view once with the same pixels; the decode batch is the hardware's business. (The random augmentation
+    draws of a sample depend on its slot in DALI's run, so training pixels do.)"""
+    train = [list(build_loader(vp9, "train", MVIT, batch_size=2, seed=5, decode_batch=d)) for d in (2, 6)]
+    assert [b.key for b in train[0]] == [b.key for b in train[1]]
+    assert [b.label.tolist() for b in train[0]] == [b.label.tolist() for b in train[1]]
+    views = []
+    for d in (3, 8):
+        loader = build_loader(vp9, "val", SWIN, batch_size=4, train=False, decode_batch=d)
+        batches = list(loader)
+        assert loader.decode_batch == d and len(batches) == len(loader) == VAL * 6 // 4
+        views.append(
+            {
+                (k, v): b.video[i]
+                for b in batches
+                for i, (k, v) in enumerate(zip(b.key, b.view.tolist(), strict=True))
+            }
+        )
+    assert views[0].keys() == views[1].keys() and len(views[0]) == VAL * 6
+    assert all(torch.equal(views[0][kv], views[1][kv]) for kv in views[0])

@@ -1,13 +1,11 @@
-"""PyAV-fed DALI pipeline: exact frames for any codec (H.264 too), the same clips as DALI's own decoder on
-VP9, every sample once per epoch, ranks splitting the samples."""
+"""The PyAV decoder: exact frames for any codec (H.264 too), through the clip source the same clips as DALI's
+own decoder on VP9, every sample once per epoch, ranks splitting the samples."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
 import json
-import math
-import pickle
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -17,18 +15,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_shards
 
-from pipelines.dali_decode import SampleMeta, clip_pipeline, key_of
-from pipelines.pyav_feed import (
-    CentreClip,
-    PyAVClipSource,
-    decode_frames,
-    list_samples,
-    parse_i32,
-    pyav_clip_graph,
-    pyav_clip_pipeline,
-    read_member,
-)
+from pipelines.clip_source import SampleMeta, clip_pipeline, key_of
+from pipelines.pyav_feed import PyAVDecoder, decode_frames
 from pipelines.sampling import MVIT_CLIP, sample_rng, train_clip_indices
+from shards.format import list_samples, parse_i32, read_member
 
 FRAMES = 32
 needs_dali = pytest.mark.skipif(
@@ -75,7 +65,7 @@ def read(cp, iterations: int) -> list[tuple[str, bytes, int, np.ndarray, np.ndar
     """(key, key bytes, label, indices, frames) per sample, the padded tail of each epoch dropped."""
     out = []
     for it in range(iterations):
-        frames, label, key, indices = cp.pipe.run()
+        frames, label, key, indices, *_ = cp.pipe.run()
         batch = [
             (key_of(key.at(i)), bytes(key.at(i)), int(label.at(i)), indices.at(i), frames.at(i))
             for i in range(len(key))
@@ -156,7 +146,10 @@ def test_demux_stops_once_the_first_frames_are_certain(shards):
 @needs_dali
 def test_h264_clips_through_the_pipeline(h264):
     tars, idxs, samples = h264
-    cp = pyav_clip_pipeline(tars, idxs, batch_size=3, frame_indices=mvit_train, py_num_workers=2)
+    cp = clip_pipeline(
+        tars, idxs, batch_size=3, decoder="pyav", frame_indices=mvit_train, py_num_workers=2,
+        py_start_method="spawn",
+    )  # fmt: skip
     assert (cp.samples_per_epoch, cp.iterations_per_epoch) == (8, 3)
     got = read(cp, 2 * cp.iterations_per_epoch)
     for epoch in range(2):
@@ -176,50 +169,22 @@ def test_h264_clips_through_the_pipeline(h264):
 @needs_dali
 def test_vp9_same_clips_as_dali_decoder(vp9):
     tars, idxs, samples = vp9
-    kw = dict(batch_size=3, frame_indices=mvit_train, random_shuffle=False)
-    ours = read(pyav_clip_pipeline(tars, idxs, py_start_method="fork", **kw), 6)
-    theirs = read(clip_pipeline(tars, idxs, **kw), 6)
+    kw = dict(batch_size=3, frame_indices=mvit_train, random_shuffle=True, seed=4)
+    ours = read(clip_pipeline(tars, idxs, decoder="pyav", **kw), 6)
+    theirs = read(clip_pipeline(tars, idxs, decoder="dali-cpu", **kw), 6)
     assert len(ours) == len(theirs) == 16
     for (k1, raw1, l1, i1, f1), (k2, raw2, l2, i2, f2) in zip(ours, theirs, strict=True):
         assert (k1, raw1, l1, i1.tolist()) == (k2, raw2, l2, i2.tolist())  # same order, keys, labels
         assert f1.shape == f2.shape == (16, 64, 64, 3)
         assert np.abs(f1.astype(np.int16) - f2).mean() < 3  # colour conversion differs slightly
-    # and the centre clip, in DALI's graph and here
-    cp = pyav_clip_pipeline(tars, idxs, batch_size=4, num_frames=4, stride=4, py_num_workers=1)
-    centre = {k: i.tolist() for k, _, _, i, _ in read(cp, cp.iterations_per_epoch)}
-    dali = {k: i.tolist() for k, _, _, i, _ in read(clip_pipeline(tars, idxs, batch_size=4, num_frames=4), 2)}
-    assert centre == dali and len(centre) == 8
-
-
-def test_epochs_shuffle_and_ranks(vp9):
-    tars, idxs, samples = vp9
-    ids = {s.key: i for i, s in enumerate(list_samples(tars, idxs))}
-
-    def keys(src: PyAVClipSource, epoch: int) -> list[str]:
-        start = epoch * src.iterations_per_epoch
-        return [
-            src.locate(start + it, j)[1].key
-            for it in range(src.iterations_per_epoch)
-            for j in range(src.batch_size)
-        ][: src.samples_per_epoch]
-
-    src = PyAVClipSource(tars, idxs, batch_size=3, shuffle=True, seed=5)
-    orders = [keys(src, e) for e in range(3)]
-    for o in orders:
-        assert sorted(o) == sorted(samples)
-    assert orders[0] != orders[1] != orders[2]
-    again = pickle.loads(pickle.dumps(src))  # what a spawned worker gets: the same order
-    assert [keys(again, e) for e in range(3)] == orders
-    assert keys(PyAVClipSource(tars, idxs, batch_size=3), 0) == sorted(ids, key=ids.get)
-    for k in (2, 3, 5):
-        for epoch in range(2):
-            ranks = [
-                PyAVClipSource(tars, idxs, batch_size=2, shuffle=True, shard_id=r, num_shards=k)
-                for r in range(k)
-            ]
-            assert {r.iterations_per_epoch for r in ranks} == {math.ceil(math.ceil(8 / k) / 2)}
-            seen = Counter(key for r in ranks for key in keys(r, epoch))
-            assert seen == Counter(samples.keys())  # every sample exactly once across ranks
+    # the decoders' own numbers: PyAV decodes the keyframe run up to each frame, DALI from the first frame
+    assert (
+        PyAVDecoder().prepare(vp9[2][ours[0][0]]["webm"], "webm", np.array([20, 24]), FRAMES, "edge").decoded
+        == 9
+    )
+    assert (
+        PyAVDecoder().prepare(vp9[2][ours[0][0]]["webm"], "webm", np.array([5]), FRAMES, "edge").decoded == 6
+    )
 
 
 @needs_dali
@@ -227,68 +192,17 @@ def test_ranks_through_the_pipeline_cover_every_sample_once(vp9):
     tars, idxs, samples = vp9
     seen = Counter()
     for rank in range(3):
-        cp = pyav_clip_pipeline(
+        cp = clip_pipeline(
             tars,
             idxs,
             batch_size=2,
+            decoder="pyav",
             num_frames=2,
             shard_id=rank,
             num_shards=3,
             random_shuffle=True,
             py_num_workers=1,
-            py_start_method="fork",
         )
         assert cp.iterations_per_epoch == 2  # ceil(ceil(8 / 3) / 2)
         seen.update(k for k, *_ in read(cp, cp.iterations_per_epoch))
     assert seen == Counter(samples.keys())
-
-
-@needs_dali
-def test_sources_pickle_and_reject_bad_arguments(vp9):
-    tars, idxs, _ = vp9
-    src = PyAVClipSource(tars, idxs, batch_size=2, frame_indices=CentreClip(4, 2))
-    frames, label, key, indices = pickle.loads(pickle.dumps(src)).clip(src.samples[0], 0)
-    assert frames.shape == (4, 64, 64, 3) and label.dtype == np.int32 and indices.dtype == np.int32
-    assert key_of(key) == src.samples[0].key
-    with pytest.raises(ValueError, match="frame_indices"):
-        PyAVClipSource(tars, idxs, batch_size=2, frame_indices=lambda m: [0, -1]).clip(src.samples[0], 0)
-    with pytest.raises(ValueError, match="shard_id"):
-        PyAVClipSource(tars, idxs, batch_size=2, shard_id=3, num_shards=3)
-    with pytest.raises(ValueError, match="py_start_method"):
-        pyav_clip_pipeline(tars, idxs, batch_size=2, py_start_method="forkserver")
-
-
-@needs_dali
-def test_pyav_clip_graph_inside_a_callers_pipeline(vp9):
-    """`pyav_clip_graph` extends the caller's pipeline (a flip after it): the same clips as
-    `pyav_clip_pipeline`; the caller's batch size must be the source's."""
-    from nvidia.dali import fn, pipeline_def
-
-    from pipelines.dali_decode import ClipPipeline
-
-    tars, idxs, _ = vp9
-    source = PyAVClipSource(tars, idxs, batch_size=4, num_frames=4, stride=2)
-
-    @pipeline_def(batch_size=4, num_threads=1, device_id=None, py_num_workers=1, py_start_method="fork")
-    def pipe():
-        frames, label, key, indices = pyav_clip_graph(source)
-        return fn.flip(frames, horizontal=1), label, key, indices
-
-    p = pipe()
-    p.build()
-    ours = read(ClipPipeline(p, source.samples_per_epoch, source.iterations_per_epoch), 2)
-    plain = pyav_clip_pipeline(
-        tars, idxs, batch_size=4, num_frames=4, stride=2, py_num_workers=1, py_start_method="fork"
-    )
-    theirs = read(plain, 2)
-    assert [k for k, *_ in ours] == [k for k, *_ in theirs] and len(ours) == 8
-    for a, b in zip(ours, theirs, strict=True):
-        assert a[2] == b[2] and np.array_equal(a[3], b[3])
-        assert np.array_equal(np.asarray(a[4]), np.asarray(b[4])[:, :, ::-1])
-
-    @pipeline_def(batch_size=2, num_threads=1, device_id=None, py_num_workers=1, py_start_method="fork")
-    def wrong_batch():
-        return pyav_clip_graph(source)[0]
-
-    with pytest.raises(ValueError, match="batch size"):
-        wrong_batch()
