@@ -161,12 +161,6 @@ def find_resume_point(out: str | os.PathLike) -> Path | None:
     return done[-1] if done else None
 
 
-def _accepts(function, parameter: str) -> bool:
-    import inspect
-
-    return parameter in inspect.signature(function).parameters
-
-
 def _launch_device() -> str:
     """The device type Accelerate will give this process (before it is created: precision depends on it)."""
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
@@ -422,9 +416,8 @@ class Trainer:
         cfg = self.cfg
         clip, aug = specs_for(cfg, model, train=True)
         common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.data.decoder}
-        if torch.device(device).type == "cuda" and self.precision != "no" and _accepts(build_loader, "dtype"):
-            # batches arrive in the autocast precision (half the copy and memory); loaders without the
-            # option hand over float32, which autocast casts at the first layer
+        if torch.device(device).type == "cuda" and self.precision != "no":
+            # batches arrive in the autocast precision (half the copy and memory)
             common["dtype"] = torch.bfloat16 if self.precision == "bf16" else torch.float16
         train = build_loader(
             cfg.data.shards,
