@@ -20,12 +20,21 @@ count); the first ``--warmup`` batches of every pass (worker start, pipeline bui
 loader prefetched meanwhile) are excluded.
 
     .venv/bin/python benchmarks/bench_loader.py [--quick] [--clips 192] [--rounds 2]
+
+For other callers (`benchmarks/gpu_check.py`): ``--shards KIND=DIR,...`` measures given shard folders
+instead of making the corpus, ``--loaders`` picks loaders, ``--aug`` our loader's augmentation (``peers``
+above; ``full``: the MViT recipe with RandAugment and random erasing; ``decode``: no random
+augmentation, the centre crop resized to 224² and normalised), ``--dtype`` the batch's dtype,
+``--row-seconds`` caps each row's wall time and ``--json`` rewrites a file after every row (timed windows
+in wall-clock time, frames decoded per clip where the loader counts them).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
+import json
 import math
 import os
 import random
@@ -188,42 +197,107 @@ def peer_batches(shards: Path, backend: str, batch_size: int, workers: int, epoc
         yield video.shape[0]
 
 
-def ours_batches(shards: Path, decoder: str, batch_size: int, workers: int, epoch: int):
-    from pipelines import build_loader
+def aug_spec(aug: str):
+    """Our loader's augmentation: ``peers`` (the peers' work: random resized crop, flip, normalise),
+    ``full`` (the MViT recipe: + RandAugment and random erasing) or ``decode`` (no random augmentation:
+    the centre crop resized to 224², normalised; a square box of the whole frame's area never fits, so the
+    crop takes its centre-crop fallback)."""
     from pipelines.augment import MVIT_AUG
+
+    return {
+        "peers": replace(MVIT_AUG, randaugment=None, erase_prob=0.0),
+        "full": MVIT_AUG,
+        "decode": replace(MVIT_AUG, randaugment=None, erase_prob=0.0, flip_prob=0.0, rrc_scale=(1.0, 1.0),
+                          rrc_ratio=(1.0, 1.0)),
+    }[aug]  # fmt: skip
+
+
+def ours_batches(
+    shards: Path, decoder: str, batch_size: int, workers: int, epoch: int, aug: str = "peers",
+    dtype: str = "float32", stats: dict | None = None,
+):  # fmt: skip
+    """Our loader's batch sizes; ``stats`` (if given) gets the clips yielded and, where the loader counts
+    them (``frames_decoded``), the frames decoded for them."""
+    import torch
+
+    from pipelines import build_loader
     from pipelines.sampling import MVIT_CLIP
 
-    recipe = (MVIT_CLIP, replace(MVIT_AUG, randaugment=None, erase_prob=0.0))  # the peers' work
     device = "cuda" if decoder == "dali-gpu" else "cpu"
+    kw = {}
+    want = getattr(torch, dtype)
+    if want != torch.float32 and "dtype" in inspect.signature(build_loader).parameters:
+        kw["dtype"] = want
     loader = build_loader(
-        shards, "train", recipe, batch_size=batch_size, decoder=decoder, num_threads=workers, epoch=epoch,
-        device=device,
+        shards, "train", (MVIT_CLIP, aug_spec(aug)), batch_size=batch_size, decoder=decoder,
+        num_threads=workers, epoch=epoch, device=device, **kw,
     )  # fmt: skip
+    seen = 0
     for b in loader:
         assert b.video.shape[1:] == (3, FRAMES, CROP, CROP), b.video.shape
-        yield b.video.shape[0]
+        video = b.video if b.video.dtype == want else b.video.to(want)  # what training would do with it
+        if stats is not None:
+            stats["clips"] = stats.get("clips", 0) + video.shape[0]
+            frames = getattr(loader, "frames_decoded", None)
+            if frames is not None:
+                stats["frames"] = stats.get("frames", 0) + frames - seen
+                seen = frames
+        yield video.shape[0]
 
 
-def measure(make_iter, clips: int, warmup: int, per_pass: int) -> tuple[int, float]:
+def measure(
+    make_iter, clips: int, warmup: int, per_pass: int, max_seconds: float | None = None,
+    windows: list | None = None,
+) -> tuple[int, float]:  # fmt: skip
     """Clips and seconds for at least ``clips`` clips, ``per_pass`` batches a pass, the first ``warmup``
     of each pass excluded (every pass restarts the iterator: a new pipeline / new workers, as in
-    training; their start and shutdown are not timed)."""
+    training; their start and shutdown are not timed). ``max_seconds``: no new pass once this much wall
+    time (untimed parts included) has gone. ``windows`` gets each pass's timed ``[start, end]`` in
+    wall-clock seconds (``time.time()``), for samplers running beside the benchmark."""
     done, seconds, epoch = 0, 0.0, 0
-    while done < clips:
+    began = time.perf_counter()
+    while done < clips and (max_seconds is None or epoch == 0 or time.perf_counter() - began < max_seconds):
         it = make_iter(epoch)
         epoch += 1
         for _ in range(warmup):
             next(it)
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), time.time()
         n = 0
         for _ in range(per_pass - warmup):
             n += next(it)
             if done + n >= clips:
                 break
         seconds += time.perf_counter() - t0
+        if windows is not None:
+            windows.append([w0, time.time()])
         done += n
         it.close()
     return done, seconds
+
+
+# -------------------------------------------------------------------------------------------- rows
+
+
+def rows_of(totals: dict, extra: dict) -> list[dict]:
+    rows = []
+    for (name, kind), x in extra.items():
+        n, s = totals.get((name, kind), (0, 0.0))
+        st = x.get("stats", {})
+        per_clip = st["frames"] / st["clips"] if st.get("frames") is not None and st.get("clips") else None
+        rows.append({
+            "loader": name, "shards": kind, "clips": n, "seconds": s, "clips_per_s": n / s if s else None,
+            "wall_s": x.get("wall_s"), "windows": x.get("windows", []), "frames_per_clip": per_clip,
+            "error": x.get("error"),
+        })  # fmt: skip
+    return rows
+
+
+def write_rows(path: Path, totals: dict, extra: dict, batch_size: int, workers: int, dtype: str) -> None:
+    """The rows so far, replacing ``path`` whole (a reader never sees half a file)."""
+    payload = {"batch_size": batch_size, "workers": workers, "dtype": dtype, "rows": rows_of(totals, extra)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -247,14 +321,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--kinds", default="raw,reenc,reenc7.5,reenc-h264,reenc-h264-7.5", help="shard kinds to measure"
     )
+    ap.add_argument("--shards", default=None, help="KIND=DIR,...: measure these shard folders (no corpus)")
+    ap.add_argument("--loaders", default=None, help="comma list of loaders (ours-pyav, ours-dali-cpu, "
+                    "ours-dali-gpu, peer-pyav, peer-decord; default: all that apply)")  # fmt: skip
+    ap.add_argument("--aug", default="peers", help="comma list of our loader's augmentations: peers, full, "
+                    "decode (see the module docstring)")  # fmt: skip
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--row-seconds", type=float, default=None, help="wall seconds per row at most")
+    ap.add_argument("--json", type=Path, default=None, help="rewrite this file with the rows after each row")
     args = ap.parse_args(argv)
     if args.quick:
         args.videos, args.seconds, args.clips, args.rounds, args.batch_size, args.warmup = 8, 4.0, 8, 1, 4, 1
 
     import torch
 
-    root = make_corpus(args.videos, args.seconds)
-    shards = {kind: make_shards(root, kind, args.workers) for kind in args.kinds.split(",")}
+    if args.shards:
+        shards = {k: Path(d) for k, _, d in (item.partition("=") for item in args.shards.split(","))}
+    else:
+        root = make_corpus(args.videos, args.seconds)
+        shards = {kind: make_shards(root, kind, args.workers) for kind in args.kinds.split(",")}
+    augs = args.aug.split(",")
     try:
         import decord  # noqa: F401
 
@@ -264,36 +350,64 @@ def main(argv: list[str] | None = None) -> None:
         print("peer-decord skipped: decord is not installed (.venv/bin/pip install decord)")
     cuda = torch.cuda.is_available()
     B, W = args.batch_size, args.workers
-    loaders = {
-        "ours-pyav": lambda s, e: ours_batches(s, "pyav", B, W, e),
-        "ours-dali-cpu": lambda s, e: ours_batches(s, "dali-cpu", B, W, e),
-        "peer-pyav (pySlowFast-style)": lambda s, e: peer_batches(s, "pyav", B, W, e),
-    }
-    if have_decord:
-        loaders["peer-decord (mmaction-style)"] = lambda s, e: peer_batches(s, "decord", B, W, e)
-    if cuda:
-        loaders["ours-dali-gpu"] = lambda s, e: ours_batches(s, "dali-gpu", B, W, e)
+    loaders = {}
+    for decoder in ("pyav", "dali-cpu") + (("dali-gpu",) if cuda else ()):
+        for aug in augs:
+            name = f"ours-{decoder}" + ("" if aug == "peers" else f" [{aug}]")
+            loaders[name] = lambda s, e, st=None, d=decoder, a=aug: ours_batches(
+                s, d, B, W, e, a, args.dtype, st
+            )
+    if "peers" in augs:
+        loaders["peer-pyav (pySlowFast-style)"] = lambda s, e, st=None: peer_batches(s, "pyav", B, W, e)
+        if have_decord:
+            loaders["peer-decord (mmaction-style)"] = lambda s, e, st=None: peer_batches(s, "decord", B, W, e)
+    if args.loaders:
+        wanted = set(args.loaders.split(","))
+        loaders = {n: f for n, f in loaders.items() if n.split(" ")[0] in wanted}
 
     def applies(name: str, kind: str) -> bool:
         # DALI's CPU decoder reads VP9 and MJPEG only
-        return not (name == "ours-dali-cpu" and (kind == "raw" or "h264" in kind))
+        return not (name.startswith("ours-dali-cpu") and (kind == "raw" or "h264" in kind))
 
     totals: dict[tuple[str, str], list[float]] = {}
+    extra: dict[tuple[str, str], dict] = {}
     per_round = math.ceil(args.clips / args.rounds)
     for r in range(args.rounds):
         for kind, path in shards.items():
             for name, make in loaders.items():
                 if not applies(name, kind):
                     continue
-                n, s = measure(
-                    lambda e, m=make, p=path, r=r: m(p, 100 * r + e), per_round, args.warmup, args.videos // B
+                x = extra.setdefault((name, kind), {"windows": [], "stats": {}, "wall_s": 0.0})
+                w0 = time.perf_counter()
+                try:
+                    per_pass = (len(shard_items(path)) if args.shards else args.videos) // B
+                    n, s = measure(
+                        lambda e, m=make, p=path, r=r, st=x["stats"]: m(p, 100 * r + e, st), per_round,
+                        args.warmup, per_pass, args.row_seconds, x["windows"],
+                    )  # fmt: skip
+                except Exception as err:  # noqa: BLE001 - with --json, a failing row is recorded, the others run
+                    if not args.json:
+                        raise
+                    x["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+                    print(f"round {r} {kind} {name}: {x['error']}", flush=True)
+                    write_rows(args.json, totals, extra, B, W, args.dtype)
+                    continue
+                finally:
+                    x["wall_s"] += time.perf_counter() - w0
+                print(
+                    f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s", flush=True
                 )
-                print(f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s")
                 t = totals.setdefault((name, kind), [0, 0.0])
                 t[0] += n
                 t[1] += s
+                if args.json:
+                    write_rows(args.json, totals, extra, B, W, args.dtype)
 
     rate = {k: n / s for k, (n, s) in totals.items()}
+    if args.shards:  # measured for another caller (gpu_check): its file has the rows, no dated result here
+        if not args.json:
+            print(json.dumps(rows_of(totals, extra)))
+        return
     results: dict = {
         "videos": args.videos,
         "seconds_per_video": args.seconds,
