@@ -19,6 +19,11 @@ shard cached under .cache/bench/, the share of each iteration spent waiting for 
 batch, which builds the pipeline, excluded).
 
     .venv/bin/python benchmarks/bench_train.py [--quick] [--rounds 3] [--budget 60] [--out DIR]
+
+For other callers (`benchmarks/gpu_check.py`): ``--pairs`` picks pairs by their baseline's name,
+``--mixed-precision`` sets Accelerate's precision (memory probes included), ``--recipe-batch`` runs the
+zoo models at their recipe's per-process batch instead of one clip, ``--shards DIR`` / ``--decoder`` feed
+the data-wait steps from given shards, and ``--loader-steps 0`` leaves the data wait out.
 """
 
 from __future__ import annotations
@@ -51,14 +56,15 @@ ZOO_PAIRS = [("mvit_b_16x4", "mvit_b_16x4_t0.6_s0.9"), ("swin_b_32x2", "swin_b_3
 # ------------------------------------------------------------------------------------------ the step
 
 
-def config_for(name: str, zoo: bool, data: str = ""):
-    """The recipe of the model's family with this model; zoo models at one clip per step."""
+def config_for(name: str, zoo: bool, data: str = "", recipe_batch: bool = False):
+    """The recipe of the model's family with this model; zoo models at one clip per step unless
+    ``recipe_batch``."""
     from stts.engine import RECIPES
     from stts.registry import family_of
 
     cfg = replace(RECIPES[family_of(name)], model=name, grad_accum=1, data=data, tensorboard=False)
     if (
-        zoo
+        zoo and not recipe_batch
     ):  # one clip per step; mixup needs two clips, so it is off there (a negligible cost beside the model)
         cfg = replace(cfg, batch_size=1, num_sample=1, mixup=False)
     return cfg
@@ -67,7 +73,7 @@ def config_for(name: str, zoo: bool, data: str = ""):
 class Runner:
     """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `Trainer.train_step`."""
 
-    def __init__(self, name: str, zoo: bool, accelerator, device):
+    def __init__(self, name: str, zoo: bool, accelerator, device, recipe_batch: bool = False):
         import torch
 
         from pipelines.mixup import MVIT_MIXUP, MixUp
@@ -76,7 +82,7 @@ class Runner:
         from stts.registry import build_model, input_shape
 
         self.name, self.device = name, device
-        self.cfg = config_for(name, zoo)
+        self.cfg = config_for(name, zoo, recipe_batch=recipe_batch)
         model = build_model(name, num_classes=NUM_CLASSES).train()
         for selector in model.selectors():
             selector.sigma = self.cfg.sigma  # the recipe's σ at the start of training (> 0)
@@ -125,10 +131,10 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def make_accelerator():
+def make_accelerator(mixed_precision: str = "no"):
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="no", gradient_accumulation_steps=1)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=1)
 
 
 def rss_mib() -> float:
@@ -136,12 +142,12 @@ def rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def probe(name: str, zoo: bool) -> dict:
+def probe(name: str, zoo: bool, mixed_precision: str = "no", recipe_batch: bool = False) -> dict:
     """In this (fresh) process: build the model, run two steps; step times and peak memory of training."""
     import torch
 
-    accelerator = make_accelerator()
-    runner = Runner(name, zoo, accelerator, accelerator.device)
+    accelerator = make_accelerator(mixed_precision)
+    runner = Runner(name, zoo, accelerator, accelerator.device, recipe_batch)
     cuda = accelerator.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -159,9 +165,10 @@ def probe(name: str, zoo: bool) -> dict:
             "memory": "cuda max_memory_allocated" if cuda else "peak RSS growth"}  # fmt: skip
 
 
-def probe_in_subprocess(name: str, zoo: bool, timeout: float | None) -> dict | None:
-    """`probe` in a fresh interpreter (so that the peak is this model's); None when it ran past ``timeout``."""
-    cmd = [sys.executable, __file__, "--probe", name, "--threads", str(threads())] + (
+def probe_in_subprocess(name: str, zoo: bool, timeout: float | None, extra: list[str] = ()) -> dict | None:
+    """`probe` in a fresh interpreter (so that the peak is this model's); None when it ran past ``timeout``.
+    ``extra``: more arguments (precision, batch) for the probe."""
+    cmd = [sys.executable, __file__, "--probe", name, "--threads", str(threads()), *extra] + (
         ["--zoo"] if zoo else []
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -193,7 +200,7 @@ def make_shards(quick: bool) -> Path:
     return out
 
 
-def data_wait(runner: Runner, shards: Path, steps: int) -> dict:
+def data_wait(runner: Runner, shards: Path, steps: int, decoder: str = "auto") -> dict:
     """``steps`` training iterations fed by `build_loader` (after one that builds the pipeline)."""
     from pipelines import build_loader
     from stts.engine.trainer import specs_for
@@ -202,7 +209,7 @@ def data_wait(runner: Runner, shards: Path, steps: int) -> dict:
     clip, aug = specs_for(cfg, runner.bare, train=True)
     loader = build_loader(
         shards, "train", (clip, aug), batch_size=cfg.batch_size, num_sample=cfg.num_sample, seed=0,
-        train=True, num_threads=cfg.num_threads, device=runner.device,
+        train=True, num_threads=cfg.num_threads, device=runner.device, decoder=decoder,
     )  # fmt: skip
     wait = compute = 0.0
     done, epoch = -1, 0  # the first batch of the first pass builds the pipeline: not counted
@@ -242,6 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loader-steps", type=int, default=None, help="loader-fed steps (default 8, zoo 2)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
     ap.add_argument("--out", type=Path, default=None, help="result folder (default: benchmarks/results)")
+    ap.add_argument("--pairs", default=None, help="comma list of pairs by baseline name (mvit_debug, "
+                    "swin_debug, mvit_b_16x4, swin_b_32x2; default: all; zoo pairs never with --quick)")  # fmt: skip
+    ap.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    ap.add_argument(
+        "--recipe-batch", action="store_true", help="zoo models at the recipe's batch, not 1 clip"
+    )
+    ap.add_argument("--shards", type=Path, default=None, help="shards for the data wait (default: synthetic)")
+    ap.add_argument("--decoder", default="auto", help="the data wait's decoder (build_loader's decoder=)")
     ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one model's memory, in a fresh process
     ap.add_argument("--zoo", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -250,10 +265,14 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     if args.probe:
-        print(json.dumps(probe(args.probe, args.zoo)))
+        print(json.dumps(probe(args.probe, args.zoo, args.mixed_precision, args.recipe_batch)))
         return
     rounds = args.rounds or (1 if args.quick else 3)
-    loader_steps = args.loader_steps or (2 if args.quick else 8)
+    loader_steps = args.loader_steps if args.loader_steps is not None else (2 if args.quick else 8)
+    chosen = set(args.pairs.split(",")) if args.pairs else None
+    probe_args = ["--mixed-precision", args.mixed_precision] + (
+        ["--recipe-batch"] if args.recipe_batch else []
+    )
     t_start = time.perf_counter()
 
     import torch
@@ -262,16 +281,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick and not args.threads:  # a smoke run: one thread is not slowed down by a busy machine
         torch.set_num_threads(1)
     notes: list[str] = []
-    pairs = [(b, s, False) for b, s in DEBUG_PAIRS]
+    pairs = [(b, s, False) for b, s in DEBUG_PAIRS if chosen is None or b in chosen]
     probes: dict[str, dict] = {}
     if not args.quick:
         for base, sel, zoo in pairs:
             for name in (base, sel):
-                probes[name] = probe_in_subprocess(name, zoo, None)
-        for base, sel in ZOO_PAIRS:
+                probes[name] = probe_in_subprocess(name, zoo, None, probe_args)
+        for base, sel in [(b, s) for b, s in ZOO_PAIRS if chosen is None or b in chosen]:
             # the STTS model first (the cheaper one): when its step does not fit the budget, neither does
             # the baseline's; a probe builds the model and runs two steps
-            got = probe_in_subprocess(sel, True, 2 * args.budget + 60)
+            got = probe_in_subprocess(sel, True, 2 * args.budget + 60, probe_args)
             if got is None or got["step_s"] > args.budget:
                 took = "more than the budget" if got is None else f"{got['step_s']:.0f} s"
                 notes.append(f"{base} / {sel} skipped: one training step of {sel} at batch 1 took {took} "
@@ -279,14 +298,18 @@ def main(argv: list[str] | None = None) -> None:
                 print(notes[-1], flush=True)
                 continue
             probes[sel] = got
-            probes[base] = probe_in_subprocess(base, True, None)
+            probes[base] = probe_in_subprocess(base, True, None, probe_args)
             pairs.append((base, sel, True))
             print(f"probed {base} / {sel}: {probes[base]['step_s']:.1f} / {got['step_s']:.1f} s per step",
                   flush=True)  # fmt: skip
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(args.mixed_precision)
     device = accelerator.device
-    runners = {name: Runner(name, zoo, accelerator, device) for b, s, zoo in pairs for name in (b, s)}
+    runners = {
+        name: Runner(name, zoo, accelerator, device, args.recipe_batch)
+        for b, s, zoo in pairs
+        for name in (b, s)
+    }
     for r in runners.values():  # warm-up
         r.step()
     times: dict[str, list[float]] = {n: [] for n in runners}
@@ -299,15 +322,15 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     print(f"timed in {time.perf_counter() - t_start:.0f} s", flush=True)
-    shards = make_shards(args.quick)
+    shards = args.shards or (make_shards(args.quick) if loader_steps else None)
     print(f"shards ready at {time.perf_counter() - t_start:.0f} s", flush=True)
     waits: dict[str, dict] = {}
-    for base, sel, zoo in pairs:
+    for base, sel, zoo in pairs if loader_steps else []:
         if args.quick and base != DEBUG_PAIRS[0][0]:
             continue
         for name in (sel,) if zoo or args.quick else (base, sel):
             waits[name] = data_wait(
-                runners[name], shards, 2 if zoo and not args.loader_steps else loader_steps
+                runners[name], shards, 2 if zoo and args.loader_steps is None else loader_steps, args.decoder
             )
             print(f"data wait {name}: {waits[name]['share']:.1%} ({time.perf_counter() - t_start:.0f} s)",
                   flush=True)  # fmt: skip
@@ -327,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine()
     results = {
         "quick": args.quick, "rounds": rounds, "threads": torch.get_num_threads(), "device": str(device),
+        "mixed_precision": args.mixed_precision, "recipe_batch": args.recipe_batch,
         "budget_s": args.budget, "pairs": rows, "probes": probes, "notes": notes,
         "seconds": time.perf_counter() - t_start,
     }  # fmt: skip
@@ -346,8 +370,14 @@ def main(argv: list[str] | None = None) -> None:
         f"clips; warm-up excluded; models interleaved; median of {rounds} rounds.",
         "",
         f"Memory: {mem_kind} of a fresh process over its built model during two steps (activations + "
-        "gradients + AdamW state). Data wait: share of each iteration spent waiting for `build_loader` "
-        f"(synthetic VP9 shard {shards.name}, decoder {next(iter(waits.values()))['decoder']}, first batch excluded).",
+        "gradients + AdamW state). "
+        + (
+            "Data wait: share of each iteration spent waiting for `build_loader` "
+            f"({'shards ' + str(shards) if args.shards else 'synthetic VP9 shard ' + shards.name}, decoder "
+            f"{next(iter(waits.values()))['decoder']}, first batch excluded)."
+            if waits
+            else "Data wait: not measured (`--loader-steps 0`)."
+        ),
         "",
         "| baseline → STTS | clips/step | baseline s/step | STTS s/step | speed-up | baseline MiB | STTS MiB "
         "| data wait (baseline / STTS) |",
