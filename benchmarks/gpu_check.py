@@ -949,12 +949,6 @@ class NoCuda(Exception):
     pass
 
 
-def torch_gpu() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-smoke", action="store_true", help="CPU decoders, debug models, tiny sizes")
@@ -995,8 +989,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         env.setdefault("PYTHONUNBUFFERED", "1")
         # the versions step replaces this with `common.machine()` of the steps' Python
+        # (no CUDA call in this process: a context would hold GPU memory for the whole run)
         info = {"host": platform.node(), "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                "memory_gib": 0, "gpu": None if args.cpu_smoke else torch_gpu(), "python": platform.python_version()}  # fmt: skip
+                "memory_gib": 0, "gpu": None, "python": platform.python_version()}  # fmt: skip
         out = args.out or (args.work / "results" if args.cpu_smoke else common.RESULTS)
         check = Check(args.cpu_smoke, args.budget, out, args.work, env, info, notes, started)
         steps = [Step(name, title, weight, fn) for name, title, weight, fn in STEPS]

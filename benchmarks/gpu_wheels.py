@@ -312,6 +312,16 @@ def unpack_wheel(wheel: Path, target: Path) -> None:
         shutil.rmtree(data)
 
 
+# `nvidia` is shared: DALI and its codec libraries install into it here, torch's CUDA libraries on the
+# machine. Some of these wheels ship an `nvidia/__init__.py` (nvimgcodec, nvjpeg2k, nvtiff; the CUDA
+# wheels under torch often too), and a regular package first on the path hides every other `nvidia`
+# folder from imports. A pkgutil-style namespace package (`pkgutil.extend_path`) imports from all of them.
+NVIDIA_INIT = (
+    "# written by benchmarks/gpu_wheels.py: `nvidia` spans this folder and the machine's (see there)\n"
+    "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+)
+
+
 def install(folder: Path, target_root: Path, python: str | None = None) -> Path:
     """Check, join and install the wheel set in ``folder`` into a fresh folder under ``target_root``
     (returned; reused when the same set was installed before)."""
@@ -341,6 +351,8 @@ def install(folder: Path, target_root: Path, python: str | None = None) -> Path:
         else:
             for wheel in wheels:
                 unpack_wheel(wheel, tmp)
+    if (tmp / "nvidia").is_dir():
+        (tmp / "nvidia" / "__init__.py").write_text(NVIDIA_INIT)
     (tmp / ".installed").write_text(key + "\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)

@@ -382,3 +382,36 @@ def test_the_resolver_sees_a_torch_without_dependencies(tmp_path):
         meta = z.read(f"torch-{gpu_wheels.TORCH_STANDIN}.dist-info/METADATA").decode()
     assert "Requires-Dist" not in meta and f"Version: {gpu_wheels.TORCH_STANDIN}" in meta
     assert gpu_wheels.TORCH_STANDIN.startswith("2.11")  # the oldest torch the GPU path supports
+
+
+def test_the_installed_nvidia_package_still_imports_the_machines_nvidia_modules(tmp_path):
+    """DALI's codec wheels ship an ``nvidia/__init__.py`` and so do the CUDA wheels under the machine's
+    torch: the private folder, first on the path, must not hide the machine's ``nvidia.*``."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    path = folder / "gcfake_codec-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("nvidia/__init__.py", "")
+        z.writestr("nvidia/gcfake_codec/__init__.py", "WHERE = 'private'\n")
+        z.writestr(
+            "gcfake_codec-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: gcfake-codec\nVersion: 1.0\n"
+        )
+        z.writestr(
+            "gcfake_codec-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        z.writestr("gcfake_codec-1.0.dist-info/RECORD", "")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    gpu_wheels.write_set(
+        folder, [{"name": "gcfake-codec", "version": "1.0", "file": path.name}], python, 13, 10**6
+    )
+    target = gpu_wheels.install(folder, tmp_path / "site")
+    machine = tmp_path / "machine"
+    (machine / "nvidia" / "gcfake_cublas").mkdir(parents=True)
+    (machine / "nvidia" / "__init__.py").write_text("")  # a regular package, as some CUDA wheels make it
+    (machine / "nvidia" / "gcfake_cublas" / "__init__.py").write_text("WHERE = 'machine'\n")
+    code = "import nvidia.gcfake_codec as a, nvidia.gcfake_cublas as b; print(a.WHERE, b.WHERE)"
+    env = {**_env(), "PYTHONPATH": os.pathsep.join([str(target), str(machine)])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["private", "machine"]
