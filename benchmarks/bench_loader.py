@@ -247,13 +247,14 @@ def ours_batches(
 
 def measure(
     make_iter, clips: int, warmup: int, per_pass: int, max_seconds: float | None = None,
-    windows: list | None = None,
+    windows: list | None = None, sync=None,
 ) -> tuple[int, float]:  # fmt: skip
     """Clips and seconds for at least ``clips`` clips, ``per_pass`` batches a pass, the first ``warmup``
     of each pass excluded (every pass restarts the iterator: a new pipeline / new workers, as in
     training; their start and shutdown are not timed). ``max_seconds``: no new pass once this much wall
     time (untimed parts included) has gone. ``windows`` gets each pass's timed ``[start, end]`` in
-    wall-clock seconds (``time.time()``), for samplers running beside the benchmark."""
+    wall-clock seconds (``time.time()``), for samplers running beside the benchmark. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) ends each timed part, so that GPU work queued for its batches counts."""
     done, seconds, epoch = 0, 0.0, 0
     began = time.perf_counter()
     while done < clips and (max_seconds is None or epoch == 0 or time.perf_counter() - began < max_seconds):
@@ -267,6 +268,8 @@ def measure(
             n += next(it)
             if done + n >= clips:
                 break
+        if sync is not None:
+            sync()
         seconds += time.perf_counter() - t0
         if windows is not None:
             windows.append([w0, time.time()])
@@ -361,9 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         loaders["peer-pyav (pySlowFast-style)"] = lambda s, e, st=None: peer_batches(s, "pyav", B, W, e)
         if have_decord:
             loaders["peer-decord (mmaction-style)"] = lambda s, e, st=None: peer_batches(s, "decord", B, W, e)
-    if args.loaders:
-        wanted = set(args.loaders.split(","))
-        loaders = {n: f for n, f in loaders.items() if n.split(" ")[0] in wanted}
+    if args.loaders:  # in the order given (what matters most first, in case the caller's time runs out)
+        loaders = {n: f for w in args.loaders.split(",") for n, f in loaders.items() if n.split(" ")[0] == w}
 
     def applies(name: str, kind: str) -> bool:
         # DALI's CPU decoder reads VP9 and MJPEG only
@@ -384,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
                     n, s = measure(
                         lambda e, m=make, p=path, r=r, st=x["stats"]: m(p, 100 * r + e, st), per_round,
                         args.warmup, per_pass, args.row_seconds, x["windows"],
+                        torch.cuda.synchronize if cuda else None,
                     )  # fmt: skip
                 except Exception as err:  # noqa: BLE001 - with --json, a failing row is recorded, the others run
                     if not args.json:
