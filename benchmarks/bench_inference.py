@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for names in groups.values():
-        models = {n: stts.build_model(n).eval() for n in names}
-        flops = {n: gflops(m, stts.input_shape(m)) for n, m in models.items()}  # per view, on the CPU
-        models = {n: m.to(device) for n, m in models.items()}
+        models = {n: stts.build_model(n).eval().to(device) for n in names}
+        flops = {
+            n: gflops(m, stts.input_shape(m)) for n, m in models.items()
+        }  # per view, fp32, on the device
         inputs = {n: torch.randn(stts.input_shape(m, batch=args.batch)).to(device) for n, m in models.items()}
         times: dict[str, list[float]] = {n: [] for n in names}
         with torch.inference_mode(), autocast():
