@@ -201,7 +201,9 @@ def make_shards(quick: bool) -> Path:
 
 
 def data_wait(runner: Runner, shards: Path, steps: int, decoder: str = "auto") -> dict:
-    """``steps`` training iterations fed by `build_loader` (after one that builds the pipeline)."""
+    """``steps`` training iterations fed by `build_loader`, not counting the first batch of each pass
+    (every pass builds its pipeline; a real epoch amortises that over thousands of steps, a benchmark's
+    small shard would not): its wait is ``build_s``, over ``passes`` passes."""
     from pipelines import build_loader
     from stts.engine.trainer import specs_for
 
@@ -211,13 +213,14 @@ def data_wait(runner: Runner, shards: Path, steps: int, decoder: str = "auto") -
         shards, "train", (clip, aug), batch_size=cfg.batch_size, num_sample=cfg.num_sample, seed=0,
         train=True, num_threads=cfg.num_threads, device=runner.device, decoder=decoder,
     )  # fmt: skip
-    wait = compute = 0.0
-    done, epoch = -1, 0  # the first batch of the first pass builds the pipeline: not counted
+    wait = compute = build = 0.0
+    done, epoch = 0, 0
     decoder = None
     while done < steps:
         loader.set_epoch(epoch)
         epoch += 1
         batches = iter(loader)
+        first, in_pass = None, 0  # (wait, compute) of this pass's first batch; steps counted after it
         while done < steps:
             t0 = time.perf_counter()
             try:
@@ -227,13 +230,21 @@ def data_wait(runner: Runner, shards: Path, steps: int, decoder: str = "auto") -
             t1 = time.perf_counter()
             runner.step(batch)
             t2 = time.perf_counter()
-            if done >= 0:
-                wait += t1 - t0
-                compute += t2 - t1
+            if first is None:
+                first = (t1 - t0, t2 - t1)
+                continue
+            wait += t1 - t0
+            compute += t2 - t1
             done += 1
+            in_pass += 1
+        if first is not None and in_pass:
+            build += first[0]
+        elif first is not None:  # a pass of one batch: it is all there is to count
+            wait, compute, done = wait + first[0], compute + first[1], done + 1
         decoder = getattr(loader, "decoder", decoder)
     return {"steps": steps, "wait_s": wait, "step_s": compute, "share": wait / (wait + compute),
-            "clips_per_s": steps * runner.clips / (wait + compute), "decoder": decoder}  # fmt: skip
+            "clips_per_s": steps * runner.clips / (wait + compute), "decoder": decoder, "passes": epoch,
+            "build_s": build}  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -374,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         + (
             "Data wait: share of each iteration spent waiting for `build_loader` "
             f"({'shards ' + str(shards) if args.shards else 'synthetic VP9 shard ' + shards.name}, decoder "
-            f"{next(iter(waits.values()))['decoder']}, first batch excluded)."
+            f"{next(iter(waits.values()))['decoder']}, the first batch of each pass excluded: it builds the pass's "
+            "pipeline)."
             if waits
             else "Data wait: not measured (`--loader-steps 0`)."
         ),
