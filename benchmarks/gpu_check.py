@@ -878,6 +878,13 @@ def markdown(check: Check, results: dict) -> str:
             lines.append(f"| {r['loader']} | {r['shards']} | {_f(r.get('clips_per_s'))} | {r.get('clips')} | "
                          f"{_f(r.get('frames_per_clip'))} | {_f(n.get('nvdec_util'), '{:.0f}')} | {_f(n.get('sm_util'), '{:.0f}')} | "
                          f"{r.get('error') or ''} |")  # fmt: skip
+        vid = (check.step("shards").data.get("videos") or {}) if check.step("shards") else {}
+        if vid.get("count"):
+            per_pass = vid["count"] // lo.data["batch_size"]
+            timed = per_pass - check.sizes.loader_warmup
+            lines.append(f"\n{vid['count']} videos: a pass (epoch) is {per_pass} batches, {timed} of them timed; a loader "
+                         "may have prepared up to its prefetch depth before the clock starts, so a row can read high by "
+                         f"up to that depth / {timed}.")  # fmt: skip
         if all(r.get("frames_per_clip") is None for r in lo.data["rows"]):
             lines.append(
                 "\nFrames decoded per clip: the loader does not count them yet (`loader.frames_decoded`)."
