@@ -160,7 +160,6 @@ class Check:
         self.notes = list(notes)
         self.started = time.monotonic() if started is None else started  # the wheels' install counts too
         self.steps: list[Step] = []
-        self.current: subprocess.Popen | None = None
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cores = os.cpu_count() or 1
@@ -186,7 +185,6 @@ class Check:
             fh.flush()
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-            self.current = proc
             timed_out = False
             try:
                 proc.wait(timeout=max(timeout, 0.1))
@@ -195,7 +193,6 @@ class Check:
             finally:
                 if proc.poll() is None:
                     kill_group(proc)
-                self.current = None
         text = log.read_text(errors="replace")
         return Ran(None if timed_out else proc.returncode, timed_out, time.monotonic() - t0, text[-4000:])
 

@@ -76,6 +76,21 @@ def test_the_orchestrator_starts_on_the_standard_library_alone():
     assert done.stdout.strip() == "[]"
 
 
+def test_a_module_the_check_cannot_import_stops_it_in_one_line_before_any_step(tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "einops.py").write_text("raise ImportError('einops is broken here')\n")
+    env = {**_env(), "PYTHONPATH": str(shadow)}
+    cmd = [sys.executable, str(BENCH / "gpu_check.py"), "--cpu-smoke", "--out", str(tmp_path / "out"),
+           "--work", str(tmp_path / "work")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == gpu_check.EXIT_SETUP
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("gpu-check: cannot import einops (ImportError: einops is broken here)")
+    assert "make gpu-wheels" in done.stderr
+    assert not (tmp_path / "out").exists()  # no result file for a run that never started
+
+
 def test_cpu_smoke_runs_every_step_and_writes_the_dated_result(tmp_path):
     out, work = tmp_path / "results", tmp_path / "work"
     cmd = [sys.executable, str(BENCH / "gpu_check.py"), "--cpu-smoke", "--out", str(out), "--work", str(work)]
