@@ -137,6 +137,7 @@ class Step:
     timeout: float = 0.0
     error: str | None = None
     data: dict = field(default_factory=dict)
+    floor: float = 0.0  # seconds it gets whatever its weight (while the budget lasts)
 
 
 @dataclass
@@ -173,7 +174,8 @@ class Check:
 
     def share(self, step: Step) -> float:
         todo = [s for s in self.steps if s.status == "not run"]
-        return max(0.0, self.left()) * step.weight / sum(s.weight for s in todo)
+        left = max(0.0, self.left())
+        return max(left * step.weight / sum(s.weight for s in todo), min(step.floor, left))
 
     # ---- subprocesses
     def run(self, log_name: str, cmd: list[str], timeout: float, env: dict | None = None) -> Ran:
@@ -732,6 +734,7 @@ def step_inference(check: Check, step: Step, timeout: float) -> None:
 
 
 STEPS = [
+    # the versions step is also the set-up check (a first import from a fresh folder can be slow): 60 s at least
     ("versions", "Versions", 15, step_versions),
     ("tests", "GPU tests (`pytest -m gpu`)", 90, step_tests),
     ("shards", "Shards", 60, step_shards),
@@ -998,7 +1001,10 @@ def main(argv: list[str] | None = None) -> int:
                 "memory_gib": 0, "gpu": None, "python": platform.python_version()}  # fmt: skip
         out = args.out or (args.work / "results" if args.cpu_smoke else common.RESULTS)
         check = Check(args.cpu_smoke, args.budget, out, args.work, env, info, notes, started)
-        steps = [Step(name, title, weight, fn) for name, title, weight, fn in STEPS]
+        steps = [
+            Step(name, title, weight, fn, floor=60.0 if name == "versions" else 0.0)
+            for name, title, weight, fn in STEPS
+        ]
         check.steps = steps
         # the versions step doubles as the set-up check: nothing else runs without every module
         first = steps[0]
