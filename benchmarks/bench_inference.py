@@ -28,13 +28,15 @@ from common import machine, write_result  # noqa: E402
 
 import stts  # noqa: E402
 from stts.flops import gflops  # noqa: E402
+from stts.registry import family_of, family_spec, list_families  # noqa: E402
+from stts.zoo import ZOO  # noqa: E402
 
+# per family: its all-token baseline (the recipe's plain model) first, then the zoo's STTS entries
 FAMILIES = {
-    "mvit": ["mvit_b_16x4", "mvit_b_16x4_t0.9_s0.9", "mvit_b_16x4_t0.8_s0.9", "mvit_b_16x4_t0.6_s0.9",
-             "mvit_b_16x4_t0.5_s0.7", "mvit_b_16x4_t0.4_s0.6"],
-    "swin": ["swin_b_32x2", "swin_b_32x2_t0.9", "swin_b_32x2_t0.8", "swin_b_32x2_t0.6", "swin_b_32x2_t0.5",
-             "swin_b_32x2_t0.4"],
-}  # fmt: skip
+    f: [family_spec(f).recipe.plain_model]
+    + [n for n in ZOO if family_of(n) == f and n != family_spec(f).recipe.plain_model]
+    for f in list_families()
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,48 +59,51 @@ ZOO_PAIRS = [("mvit_b_16x4", "mvit_b_16x4_t0.6_s0.9"), ("swin_b_32x2", "swin_b_3
 def config_for(name: str, zoo: bool, data: str = "", recipe_batch: bool = False):
     """The recipe of the model's family with this model; zoo models at one clip per step unless
     ``recipe_batch``."""
-    from stts.engine import RECIPES
+    from stts.engine import apply_settings, recipe_for
     from stts.registry import family_of
 
-    cfg = replace(RECIPES[family_of(name)], model=name, grad_accum=1, data=data, tensorboard=False)
+    settings = {"model.name": name, "grad_accum": 1, "data.shards": data, "tensorboard": False}
     if (
         zoo and not recipe_batch
     ):  # one clip per step; mixup needs two clips, so it is off there (a negligible cost beside the model)
-        cfg = replace(cfg, batch_size=1, num_sample=1, mixup=False)
-    return cfg
+        settings.update(batch_size=1, num_sample=1, mixup=False)
+    return apply_settings(recipe_for(family_of(name)), settings)
 
 
 class Runner:
-    """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `Trainer.train_step`."""
+    """One model, its optimizer (the recipe's groups at the recipe's peak lr) and `stts.engine.train_step`."""
 
     def __init__(self, name: str, zoo: bool, accelerator, device, recipe_batch: bool = False):
         import torch
 
         from pipelines.mixup import MVIT_MIXUP, MixUp
-        from stts.engine import Trainer
         from stts.engine.optim import param_groups
+        from stts.engine.trainer import TrainRun
         from stts.registry import build_model, input_shape
 
         self.name, self.device = name, device
         self.cfg = config_for(name, zoo, recipe_batch=recipe_batch)
         model = build_model(name, num_classes=NUM_CLASSES).train()
         for selector in model.selectors():
-            selector.sigma = self.cfg.sigma  # the recipe's σ at the start of training (> 0)
+            selector.sigma = self.cfg.selection.sigma  # the recipe's σ at the start of training (> 0)
         groups = param_groups(model, self.cfg)
         for g in groups:
-            g["lr"] = self.cfg.lr * g["lr_mult"]
-        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps)
+            g["lr"] = self.cfg.optim.lr * g["lr_mult"]
+        opt = torch.optim.AdamW(
+            groups, lr=self.cfg.optim.lr, betas=self.cfg.optim.betas, eps=self.cfg.optim.eps
+        )
         self.model, self.optimizer = accelerator.prepare(model, opt)
         self.bare = model
         self.accelerator = accelerator
         self.mixup = None
-        if self.cfg.mixup:
+        if self.cfg.loss.mixup:
             self.mixup = MixUp(
-                replace(MVIT_MIXUP, num_classes=NUM_CLASSES, label_smoothing=self.cfg.label_smoothing)
+                replace(MVIT_MIXUP, num_classes=NUM_CLASSES, label_smoothing=self.cfg.loss.label_smoothing)
             )
-        self.trainer = SimpleNamespace(cfg=self.cfg)  # what `Trainer.train_step` reads of its trainer
-        self.step_fn = Trainer.train_step
-        self.clips = self.cfg.batch_size * self.cfg.num_sample
+        self.run = TrainRun(cfg=self.cfg, accelerator=accelerator, model=self.model, optimizer=self.optimizer,
+                            mixup=self.mixup, bare=model)  # fmt: skip
+
+        self.clips = self.cfg.training.batch_size * self.cfg.training.num_sample
         self.shape = input_shape(model, batch=self.clips)
         gen = torch.Generator().manual_seed(0)
         video = torch.randn(self.shape, generator=gen).to(device)
@@ -109,11 +112,12 @@ class Runner:
 
     def step(self, batch=None) -> float:
         """Seconds of one training step (synthetic clips unless a loader's batch is given)."""
+        from stts.engine.trainer import train_step
+
         t0 = time.perf_counter()
-        loss = self.step_fn(self.trainer, self.accelerator, self.model, self.optimizer, batch or self.batch,
-                            self.mixup)  # fmt: skip
+        result = train_step(self.run, batch or self.batch)
         sync(self.device)
-        if loss is None:
+        if result.loss is None:
             raise RuntimeError(f"{self.name}: non-finite loss on synthetic data")
         return time.perf_counter() - t0
 
@@ -207,11 +211,11 @@ def data_wait(runner: Runner, shards: Path, steps: int, decoder: str = "auto") -
     from pipelines import build_loader
     from stts.engine.trainer import specs_for
 
-    cfg = replace(runner.cfg, data=str(shards))
+    cfg = runner.cfg
     clip, aug = specs_for(cfg, runner.bare, train=True)
     loader = build_loader(
-        shards, "train", (clip, aug), batch_size=cfg.batch_size, num_sample=cfg.num_sample, seed=0,
-        train=True, num_threads=cfg.num_threads, device=runner.device, decoder=decoder,
+        shards, "train", (clip, aug), batch_size=cfg.training.batch_size, num_sample=cfg.training.num_sample,
+        seed=0, train=True, num_threads=cfg.data.num_threads, device=runner.device, decoder=decoder,
     )  # fmt: skip
     wait = compute = build = 0.0
     done, epoch = 0, 0

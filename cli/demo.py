@@ -107,7 +107,8 @@ def _shards(out: Path, plan: DemoPlan) -> Path:
 
 
 def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
-    from stts.engine import RECIPES, apply_settings, train
+    from stts.engine import apply_settings, recipe_for, train
+    from stts.registry import family_of
 
     settings = {
         "model": run.model,
@@ -118,7 +119,7 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
         "tensorboard": False,
         **plan.train,
     }
-    cfg = apply_settings(RECIPES["mvit"], settings)
+    cfg = apply_settings(recipe_for(family_of(run.model)), settings)
     if (runs / run.name / "model.pt").is_file() and (runs / run.name / "config.yaml").is_file():
         from stts.engine import load_config
 
@@ -136,16 +137,15 @@ def _train(run: DemoRun, data: Path, runs: Path, plan: DemoPlan, seed: int):
 
 def _evaluate(checkpoint: Path, data: Path, plan: DemoPlan, out: Path):
     from pipelines import build_loader
-    from stts.evaluate import evaluate, write_results
+    from stts.data import shard_classes
+    from stts.evaluate import eval_specs, evaluate, write_results
     from stts.registry import model_from_checkpoint
-
-    from .eval import eval_recipe, shard_classes
 
     classes = shard_classes(data, "val")
     model, _ = model_from_checkpoint(checkpoint)
-    clip, aug = eval_recipe(model, "mvit", plan.eval_views)
+    clip, aug = eval_specs(model, views=plan.eval_views)
     loader = build_loader(data, "val", (clip, aug), batch_size=plan.eval_batch, train=False)
-    result = evaluate(model, loader, classes=classes, recipe_aggregation="mvit")
+    result = evaluate(model, loader, classes=classes)
     write_results(result, out)
     return result
 
@@ -238,7 +238,7 @@ def run_demo(out: Path, *, plan: DemoPlan = DEMO, seed: int = 0) -> dict:
         res = _evaluate(checkpoints[run.name], data, plan, runs / run.name / "eval")
         rows.append((run, res))
         console.print(f"{run.label}: top-1 {_pct(res.top1)}")
-    from .eval import shard_classes
+    from stts.data import shard_classes
 
     chance = 1.0 / len(shard_classes(data, "val"))
     console.print(_table(rows, chance))

@@ -9,93 +9,12 @@ carry ground truth (the synthetic dataset), the selectors' precision beside rand
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cli.main import app, console, err_console, fail, parse_views
-
-
-def shard_classes(data: Path, split: str) -> list[str]:
-    """The class names of a shards folder (manifest.json, else classes.txt); checks the split exists."""
-    manifest_path = data / "manifest.json"
-    if not manifest_path.is_file():
-        raise ValueError(
-            f"no manifest.json in {data}: give the folder `stts shard --out` wrote (or build it first)"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError:
-        raise ValueError(f"{manifest_path} is not valid JSON: rebuild the shards with `stts shard`") from None
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ValueError(
-            f"{data} has no split {split!r} (it has {', '.join(sorted(splits)) or 'none'}); pick --split"
-        )
-    classes = manifest.get("classes")
-    if not classes and (data / "classes.txt").is_file():
-        classes = [ln.strip() for ln in (data / "classes.txt").read_text().splitlines() if ln.strip()]
-    if not classes:
-        raise ValueError(f"{data}: no class list in manifest.json or classes.txt; rebuild the shards")
-    return list(classes)
-
-
-def load_eval_model(
-    checkpoint: Path | None, model_name: str | None, classes: list[str], strategy: str | None
-):
-    """(model, meta) for the shards' classes; ValueError / CheckpointError with a one-line reason."""
-    from stts.registry import build_model, family_of, model_from_checkpoint
-
-    overrides: dict[str, Any] = {"strategy": strategy} if strategy else {}
-    if model_name is not None:
-        family_of(model_name)  # an unknown name fails before any file is read
-    if checkpoint is None:
-        if model_name is None:
-            raise ValueError(
-                "give --checkpoint PATH (an stts checkpoint, or an official file with --model NAME)"
-            )
-        return build_model(model_name, num_classes=len(classes), **overrides), {}
-    if not checkpoint.is_file():
-        raise ValueError(f"checkpoint {checkpoint}: no such file")
-    if model_name is not None:
-        overrides["num_classes"] = len(classes)
-    model, meta = model_from_checkpoint(checkpoint, name=model_name, **overrides)
-    saved = meta.get("classes")
-    if saved is not None and len(saved) != len(classes):
-        raise ValueError(
-            f"{checkpoint} was trained on {len(saved)} classes, the shards have {len(classes)}: "
-            "evaluate on shards of the same dataset"
-        )
-    if model.cfg.num_classes != len(classes):
-        raise ValueError(
-            f"{checkpoint} predicts {model.cfg.num_classes} classes, the shards have {len(classes)}: "
-            "evaluate on shards of the same dataset"
-        )
-    return model, meta
-
-
-def eval_recipe(model, recipe: str, views: tuple[int, int] | None):
-    """(ClipSpec, AugmentSpec) of ``recipe`` fitted to the model's input (`pipelines.recipes`)."""
-    from pipelines.recipes import recipe_for_model
-
-    return recipe_for_model(model, family=recipe, views=views)
-
-
-def _distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world size, device) — joins the process group when launched by torchrun / accelerate."""
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        if device.startswith("cuda") and ":" not in device:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        return dist.get_rank(), dist.get_world_size(), device
-    return 0, 1, device
 
 
 @app.command("eval")
@@ -132,15 +51,16 @@ def eval_cmd(
 
     from pipelines import build_loader
     from pipelines.loader import DECODERS
-    from pipelines.sampling import CLIP_SPECS
     from stts.checkpoint import CheckpointError
-    from stts.evaluate import evaluate, write_results
-    from stts.models.swin import VideoSwin
+    from stts.data import shard_classes
+    from stts.evaluate import eval_specs, evaluate, load_eval_model, write_results
+    from stts.registry import list_families, spec_of
+    from stts.runtime import init_distributed
 
     if decoder not in DECODERS:
         fail(f"unknown --decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
-    if recipe is not None and recipe not in CLIP_SPECS:
-        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(CLIP_SPECS)}")
+    if recipe is not None and recipe not in list_families():
+        fail(f"unknown --recipe {recipe!r}; choose one of {', '.join(list_families())}")
     if batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
     try:
@@ -151,12 +71,12 @@ def eval_cmd(
         fail(str(err))
     if checkpoint is None and not as_json:
         err_console.print(f"[yellow]warning:[/] no --checkpoint: {model} has untrained weights")
-    recipe = recipe or ("swin" if isinstance(net, VideoSwin) else "mvit")
+    recipe = recipe or spec_of(net).name
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    rank, world, device = _distributed(device)
+    rank, world, device = init_distributed(device)
     try:
-        clip, aug = eval_recipe(net, recipe, view_counts)
+        clip, aug = eval_specs(net, recipe, view_counts)
         loader = build_loader(data, split, (clip, aug), batch_size=batch_size, device=device, rank=rank,
                               world_size=world, decoder=decoder, train=False)  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError) as err:

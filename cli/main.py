@@ -278,7 +278,7 @@ def flops(
     for model_name, conv, value, params in rows:
         ref = ZOO.get(model_name)
         expected = getattr(ref, conv, None) if ref else None
-        readme = ref.readme_gflops if ref and conv == ref.convention else None
+        readme = ref.readme_gflops if ref and conv == default_convention(model_name) else None
         table.add_row(
             model_name,
             conv,

@@ -40,10 +40,10 @@ def load_model(
     *,
     fallback_classes: Path | None = None,
 ) -> tuple[Any, str, list[str]]:
-    """(model in eval mode on ``device``, family, class names). Names come from ``classes_file``, else the
+    """(model in eval mode on ``device``, its family's name, class names). Names come from ``classes_file``, else the
     checkpoint, else ``fallback_classes`` (if the count fits), else "class i". Raises ValueError / CheckpointError with a
     one-line reason."""
-    from stts.registry import family_of, model_from_checkpoint
+    from stts.registry import family_of, model_from_checkpoint, spec_of
 
     names = read_classes(classes_file) if classes_file is not None else None
     if model_name is None:
@@ -64,17 +64,18 @@ def load_model(
         raise ValueError(
             f"{len(names)} class names for a model with {num_classes} classes; give the matching --classes file"
         )
-    family = "mvit" if type(model).__name__ == "MViT" else "swin"
-    return model.to(device).eval(), family, names
+    return model.to(device).eval(), spec_of(model).name, names
 
 
 def aggregate(logits, family: str):
-    """Per-class probabilities of one video from its views' logits ``(V, num_classes)``: the recipe's
-    reduction of the per-view softmax (MViT: sum, Swin: mean), normalised to sum to one."""
+    """Per-class probabilities of one video from its views' logits ``(V, num_classes)``: the reduction of the
+    per-view softmax of the family's recipe (MViT: sum, Swin: mean), normalised to sum to one."""
     import torch
 
+    from stts.evaluate import aggregation_of
+
     probs = torch.softmax(logits.float(), dim=-1)
-    score = probs.sum(0) if family == "mvit" else probs.mean(0)
+    score = probs.sum(0) if aggregation_of(family) == "sum" else probs.mean(0)
     return score / score.sum()
 
 
@@ -90,7 +91,7 @@ def predict_file(path: Path, model, family: str, device: str, views: tuple[int, 
     """(probabilities (num_classes,), the file's `VideoViews`)."""
     from pipelines.video_file import recipe_for_model, video_file_views
 
-    clip, aug = recipe_for_model(model, family=family, views=views)
+    clip, aug = recipe_for_model(model, views=views)  # the recipe the model's family spec names
     vv = video_file_views(path, clip, aug)
     return aggregate(view_logits(model, vv.video, device), family), vv
 

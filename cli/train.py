@@ -9,11 +9,6 @@ import typer
 
 from cli.main import app, console, fail
 
-BACKBONE_DEFAULTS = {  # --backbone alone: the recipe's usual model; with --t-ratio/--s-ratio: the plain one
-    "mvit": ("mvit_b_16x4_t0.6_s0.9", "mvit_b_16x4"),
-    "swin": ("swin_b_32x2_t0.5", "swin_b_32x2"),
-}
-
 
 def build_config(
     *,
@@ -29,26 +24,29 @@ def build_config(
 ):
     """CLI options → `TrainConfig` (the recipe, then the named options, then ``--set``)."""
     from stts.engine.config import apply_settings, recipe_for
-    from stts.registry import family_of
+    from stts.registry import family_of, family_spec, list_families
 
+    families = list_families()
     if model is None and backbone is None:
-        raise ValueError("say what to train: --backbone mvit|swin (with --t-ratio/--s-ratio) or --model NAME")
+        raise ValueError(
+            f"say what to train: --backbone {'|'.join(families)} (with --t-ratio/--s-ratio) or --model NAME"
+        )
     if model is not None:
         family = family_of(model)
         if backbone is not None and backbone != family:
             raise ValueError(f"--model {model} is a {family} model but --backbone says {backbone}")
     else:
-        if backbone not in BACKBONE_DEFAULTS:
-            raise ValueError(f"--backbone must be mvit or swin, got {backbone!r}")
+        if backbone not in families:
+            raise ValueError(f"--backbone must be one of {', '.join(families)}, got {backbone!r}")
         family = backbone
-        recipe_model, plain = BACKBONE_DEFAULTS[backbone]
-        model = plain if (t_ratio is not None or s_ratio is not None) else recipe_model
+        official = family_spec(backbone).recipe
+        model = (
+            official.plain_model if (t_ratio is not None or s_ratio is not None) else official.default_model
+        )
     overrides: dict = {}
     if t_ratio is not None:
         overrides["t_ratio"] = t_ratio
     if s_ratio is not None:
-        if family == "swin":
-            raise ValueError("--s-ratio: Video Swin has temporal selection only (spec §3.3)")
         overrides["s_ratio"] = s_ratio
     if strategy is not None:
         overrides["strategy"] = strategy
@@ -56,12 +54,8 @@ def build_config(
         overrides["num_frames"] = frames
     cfg = recipe_for(recipe or family)
     cfg = apply_settings(cfg, {"model": model, "model_overrides": overrides, **settings})
-    cfg = apply_settings(cfg, sets)
-    # fail now, not after the pipelines start: the model must build with these overrides
-    from stts.registry import model_config
-
-    model_config(cfg.model, **cfg.model_overrides)
-    return cfg
+    # every setting is checked here (the model's config included), not after the pipelines start
+    return apply_settings(cfg, sets)
 
 
 @app.command()

@@ -70,7 +70,7 @@ def viz(
         grid = parse_views(views)
         fallback = data if data is not None and (data / "classes.txt").is_file() else None
         net, family, names = load_model(checkpoint, model, classes, device, fallback_classes=fallback)
-        spec, aug = recipe_for_model(net, family=family, views=grid)
+        spec, aug = recipe_for_model(net, views=grid)
     except (ValueError, RuntimeError, CheckpointError) as err:
         fail(str(err))
     try:

@@ -21,8 +21,8 @@ def recipe_for_model(
     clip: dict[str, Any] | None = None,
     aug: dict[str, Any] | None = None,
 ) -> tuple[ClipSpec, AugmentSpec]:
-    """``(ClipSpec, AugmentSpec)`` of the ``family``'s recipe (default: the model's family) with the model's
-    frames and crop size.
+    """``(ClipSpec, AugmentSpec)`` of the recipe ``family`` (a key of `AUG_SPECS`; default: the one the model's
+    family spec names, `stts.models.spec.Recipe.clip`) with the model's frames and crop size.
 
     Resizes keep the recipe's ratio to the crop (MViT evaluation 256/224, Swin 224/224 and its training
     resize 256/224), rounded, so a 64² debug model evaluates at short side 73. Stride, time base, placement
@@ -30,13 +30,12 @@ def recipe_for_model(
     recipe's evaluation views (MViT 10×1, Swin 4×3). ``train``: the recipe's training specs (Swin's
     validation during training uses its one-clip ``swin_val`` specs when ``train`` is False and ``views``
     is (1, 1)). ``clip`` / ``aug``: field overrides applied last (lists become tuples)."""
-    from stts.models.mvit import MViTConfig
-    from stts.registry import input_shape
+    from stts.registry import input_shape, spec_of
 
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
-    family = family or ("mvit" if isinstance(cfg, MViTConfig) else "swin")
-    if family not in ("mvit", "swin"):
-        raise ValueError(f"recipe must be mvit or swin, got {family!r}")
+    family = family or spec_of(cfg).recipe.clip
+    if family not in AUG_SPECS:
+        raise ValueError(f"unknown recipe {family!r}; choose one of {', '.join(AUG_SPECS)}")
     base = AUG_SPECS[family]
     _, _, frames, size, _ = input_shape(cfg)
 

@@ -1,10 +1,11 @@
 """Multi-view evaluation (spec §7.1): every view of every video through the model, softmax per view,
 reduced per video over its views, then accuracy over videos.
 
-`evaluate(model, loader, classes=..., recipe_aggregation="sum" | "mean")` returns an `EvalResult`;
-`write_results` puts ``eval.json`` and ``per_class.csv`` into a folder (each written to a temporary name,
-then renamed). The MViT recipe sums the per-view softmaxes, the Swin recipe averages them; the ranking,
-hence top-k, is the same, and the reported probabilities are the aggregate the recipe names.
+`evaluate(model, loader, classes=...)` returns an `EvalResult`; `write_results` puts ``eval.json`` and
+``per_class.csv`` into a folder (each written to a temporary name, then renamed). How the per-view softmaxes
+are reduced is the recipe's (`stts.models.spec.Recipe.aggregation`: the MViT recipe sums them, the Swin
+recipe averages them); the ranking, hence top-k, is the same, and the reported probabilities are the
+aggregate the recipe names.
 
 Selection precision. On a dataset whose samples' ``.json`` carry the ground truth (the synthetic set:
 ``informative_frames`` = [start, end) in video frames, ``region`` = (x0, y0, x1, y1) in frame pixels),
@@ -43,6 +44,8 @@ from .explain import box_centre, explain, point_in_box, slice_hit_fraction, view
 
 __all__ = [
     "AGGREGATIONS",
+    "eval_specs",
+    "load_eval_model",
     "ClassRow",
     "EvalResult",
     "SelectionPrecision",
@@ -52,18 +55,21 @@ __all__ = [
     "write_results",
 ]
 
-# recipe → how the per-view softmaxes are reduced (spec §7.1)
-AGGREGATIONS = {"mvit": "sum", "swin": "mean", "swin_val": "mean", "sum": "sum", "mean": "mean"}
+AGGREGATIONS = ("sum", "mean")  # of the per-view softmaxes of a video (spec §7.1)
 
 
 def aggregation_of(recipe_or_mode: str) -> str:
-    """ "sum" or "mean" from a recipe name (mvit, swin, swin_val) or the mode itself."""
-    try:
-        return AGGREGATIONS[recipe_or_mode]
-    except KeyError:
-        raise ValueError(
-            f"unknown aggregation {recipe_or_mode!r}; give sum, mean or a recipe (mvit, swin)"
-        ) from None
+    """ "sum" or "mean" from the mode itself or a family's name (its recipe's aggregation)."""
+    if recipe_or_mode in AGGREGATIONS:
+        return recipe_or_mode
+    from .registry import FAMILIES
+
+    if recipe_or_mode in FAMILIES:
+        return FAMILIES[recipe_or_mode].recipe.aggregation
+    raise ValueError(
+        f"unknown aggregation {recipe_or_mode!r}; give {', '.join(AGGREGATIONS)} or a recipe "
+        f"({', '.join(FAMILIES)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,62 @@ def write_results(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path,
     return js, cs
 
 
+# ------------------------------------------------------------------------------------- model and recipe
+
+
+def load_eval_model(
+    checkpoint: str | os.PathLike | None,
+    model_name: str | None,
+    classes: list[str],
+    strategy: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model, checkpoint meta) to evaluate on a dataset of ``classes``: an stts checkpoint (its model
+    rebuilt from its config), an official file with the zoo ``model_name``, or the zoo model with fresh
+    weights when no checkpoint is given. ``strategy`` overrides the selection (random / uniform controls).
+    Raises ValueError or `stts.checkpoint.CheckpointError` with a one-line reason."""
+    from .registry import build_model, family_of, model_from_checkpoint
+
+    overrides: dict[str, Any] = {"strategy": strategy} if strategy else {}
+    if model_name is not None:
+        family_of(model_name)  # an unknown name fails before any file is read
+    if checkpoint is None:
+        if model_name is None:
+            raise ValueError(
+                "give --checkpoint PATH (an stts checkpoint, or an official file with --model NAME)"
+            )
+        return build_model(model_name, num_classes=len(classes), **overrides), {}
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ValueError(f"checkpoint {checkpoint}: no such file")
+    if model_name is not None:
+        overrides["num_classes"] = len(classes)
+    model, meta = model_from_checkpoint(checkpoint, name=model_name, **overrides)
+    saved = meta.get("classes")
+    if saved is not None and len(saved) != len(classes):
+        raise ValueError(
+            f"{checkpoint} was trained on {len(saved)} classes, the shards have {len(classes)}: "
+            "evaluate on shards of the same dataset"
+        )
+    if model.cfg.num_classes != len(classes):
+        raise ValueError(
+            f"{checkpoint} predicts {model.cfg.num_classes} classes, the shards have {len(classes)}: "
+            "evaluate on shards of the same dataset"
+        )
+    return model, meta
+
+
+def eval_specs(model: nn.Module, recipe: str | None = None, views: tuple[int, int] | None = None):
+    """``(ClipSpec, AugmentSpec)`` of a family's evaluation protocol (default: the model's family's recipe)
+    fitted to the model's input (`pipelines.recipes.recipe_for_model`); ``views`` (clips, crops) instead of
+    the recipe's."""
+    from pipelines.recipes import recipe_for_model
+
+    from .registry import family_spec, spec_of
+
+    spec = family_spec(recipe) if recipe is not None else spec_of(model)
+    return recipe_for_model(model, family=spec.recipe.clip, views=views)
+
+
 # ------------------------------------------------------------------------------------------ ground truth
 
 
@@ -262,7 +324,7 @@ def evaluate(
     loader: Iterable,
     *,
     classes: list[str],
-    recipe_aggregation: str = "sum",
+    recipe_aggregation: str | None = None,
     gflops: float | None = None,
     flops_convention: str | None = None,
     count_flops: bool = True,
@@ -274,27 +336,31 @@ def evaluate(
     train=False)`, or any iterable of objects with ``video``, ``label``, ``key``, ``view``).
 
     classes: the class names (their count is the number of classes; labels index it).
-    recipe_aggregation: ``"sum"`` (MViT) / ``"mean"`` (Swin), or the recipe name.
+    recipe_aggregation: ``"sum"`` / ``"mean"``, or a family's name for its recipe's; default: the model's
+        recipe's.
     gflops / flops_convention: GFLOPs per view to report; by default counted with `stts.flops` in the
         convention of the model's family (what ``stts flops`` prints), unless ``count_flops`` is False.
     ground_truth: key → sample metadata for selection precision; by default read from the loader's tars
         (``loader.tars``) when the loader has a ``clip`` spec and ``views`` and the model has selectors.
     on_batch: called with the number of views of each batch (progress).
     """
+    inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
+    if recipe_aggregation is None:
+        from .registry import spec_of
+
+        recipe_aggregation = spec_of(inner).recipe.aggregation
     mode = aggregation_of(recipe_aggregation)
     num_classes = len(classes)
     if num_classes < 1:
         raise ValueError("classes is empty: give the dataset's class names")
     device = _model_device(model)
-    inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
     name = getattr(inner, "model_name", None)
 
     if gflops is None and count_flops:
         from .flops import gflops as count
-        from .registry import input_shape
-        from .zoo import default_convention
+        from .registry import input_shape, spec_of
 
-        flops_convention = flops_convention or default_convention(name or _family_name(inner))
+        flops_convention = flops_convention or spec_of(inner).flops_convention
         gflops = count(inner, input_shape(inner), flops_convention)
 
     selectors = list(getattr(inner, "selectors", lambda: [])())
@@ -379,12 +445,6 @@ def evaluate(
         probs, counts, labels, classes, mode, name, num_views, skipped, seconds, gflops, flops_convention,
         precision,
     )  # fmt: skip
-
-
-def _family_name(model: nn.Module) -> str:
-    from .models.swin import VideoSwin
-
-    return "swin" if isinstance(model, VideoSwin) else "mvit"
 
 
 def _summarise(

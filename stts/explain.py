@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .models.mvit import MViT, block_plans
-from .models.swin import VideoSwin
-from .selection import SpatialSelector, TemporalSelector
+from .selection import SelectionStep, TemporalSelector
 
 Box = tuple[int, int, int, int]
 
@@ -105,61 +103,13 @@ class ClipSelection:
         }
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One selection in forward order: the selector and the grid it runs on."""
-
-    selector: TemporalSelector | SpatialSelector
-    frames_per_slice: int  # input frames per temporal slice of this grid
-    cell: int  # input pixels between two tokens of this grid
-    side: int | None = None  # spatial grid side (H = W) where the selection is spatial and the grid full
-
-
-def _mvit_steps(model: MViT) -> list[_Step]:
-    cfg = model.cfg
-    plans = block_plans(cfg)
-    steps: list[_Step] = []
-    t_stride, s_stride = cfg.patch_stride[0], cfg.patch_stride[1]
-    side = cfg.patch_grid[1]
-    for i, plan in enumerate(plans):
-        # in forward, temporal then spatial selection run before block i (and before its pooling)
-        if i == model.time_loc:
-            steps.append(_Step(model.time_score_predictor[0], t_stride, s_stride))
-        if i == model.space_loc:
-            steps.append(_Step(model.space_score_predictor[0], t_stride, s_stride, side))
-        if plan.stride_q is not None:
-            t_stride *= plan.stride_q[0]
-            s_stride *= plan.stride_q[1]
-            # conv pooling with padding k // 2: ceil, as the block's own thw bookkeeping
-            side = -(-side // plan.stride_q[1])
-    return steps
-
-
-def _swin_steps(model: VideoSwin) -> list[_Step]:
-    backbone = model.backbone
-    cfg = model.cfg
-    steps: list[_Step] = []
-    if cfg.time_pruning_loc:
-        steps.append(_Step(backbone.time_score_predictor[0], cfg.patch_size[0], cfg.patch_size[1]))
-    spatial = dict(zip(backbone._space_stages, getattr(backbone, "space_score_predictor", ()), strict=True))
-    side, cell = cfg.num_patches[1], cfg.patch_size[1]
-    for s in range(len(cfg.depths)):
-        if s in spatial:
-            steps.append(_Step(spatial[s], cfg.patch_size[0], cell, side))
-            side = spatial[s].anchor
-        side, cell = -(-side // 2), cell * 2  # PatchMerging pads to even, then halves
-    return steps
-
-
-def _steps(model: nn.Module) -> tuple[list[_Step], int, int]:
+def _steps(model: nn.Module) -> tuple[list[SelectionStep], int, int]:
     """(selection steps in forward order, input frames T, crop size)."""
     inner = getattr(model, "module", model)  # DDP / Accelerate wrappers
     inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    if isinstance(inner, MViT):
-        return _mvit_steps(inner), inner.cfg.num_frames, inner.cfg.crop_size
-    if isinstance(inner, VideoSwin):
-        return _swin_steps(inner), inner.cfg.num_frames, inner.cfg.image_size
-    raise TypeError(f"explain knows MViT and VideoSwin models, got {type(inner).__name__}")
+    if not hasattr(inner, "selection_steps"):
+        raise TypeError(f"explain needs a registered stts model, got {type(inner).__name__}")
+    return list(inner.selection_steps()), inner.cfg.num_frames, inner.cfg.crop_size
 
 
 def explain(model: nn.Module, batch_size: int | None = None) -> list[ClipSelection]:
@@ -187,7 +137,7 @@ def _window_box(origin: tuple[int, int], cell: int, top: int, left: int, a: int,
     return (min(x0, crop), min(y0, crop), min(x0 + a * cell, crop), min(y0 + a * cell, crop))
 
 
-def _explain_item(steps: list[_Step], num_frames: int, crop: int, fps: int, b: int) -> ClipSelection:
+def _explain_item(steps: list[SelectionStep], num_frames: int, crop: int, fps: int, b: int) -> ClipSelection:
     num_slices = -(-num_frames // fps)
     # slice positions currently in the token grid (indices into the full slice range), and per slice the
     # pixel origin of the current spatial grid

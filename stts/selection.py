@@ -9,8 +9,11 @@ survive selection.
 Backbones adapt their own layout to two shapes:
 - `TemporalSelector`: (B, T, N, C) frames of N tokens → (B, k, N, C);
 - `SpatialSelector`: (B, T, H, W, C) token maps → (B, T, a, a, C), one a×a window per frame.
-Each has a `score_network` (`Scorer`), named as in the official checkpoints, and `sigma`, a plain attribute
-the trainer sets (the noise scale of the perturbed top-k; unused in evaluation).
+Each has a `score_network` (`Scorer`), named as in the official checkpoints, and `sigma`, the noise scale of
+the perturbed top-k that the trainer sets (unused in evaluation). σ lives in a non-persistent 0-dim buffer
+so that it moves with the model and changes without a host-device sync or a `torch.compile` recompilation;
+the state dict does not change. A model says where its selectors run with `SelectionStep`s (its
+``selection_steps()``), which `stts.explain` reads.
 
 Besides the learned selection, each selector offers the two controls that any token-reduction claim
 needs, with the definitions of the official code's unused helpers (spec §1.6.3): `random` (k candidates
@@ -22,6 +25,7 @@ same checkpoint can be evaluated with learned, random or uniform selection.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +34,9 @@ from torch import Tensor, nn
 STRATEGIES = ("learned", "random", "uniform")
 NUM_SAMPLES = 500  # noise samples of the perturbed top-k (the official PatchNet default)
 MINMAX_EPS = 1e-5
+# in every selector's parameter names (the official `time_score_predictor` / `space_score_predictor`): what
+# the official optimizers key their selector groups on, and what `--init` leaves to start fresh
+SELECTOR_KEY = "predictor"
 
 
 class Scorer(nn.Module):
@@ -93,40 +100,59 @@ class PerturbedTopK(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, k: int, sigma: float, noise: Tensor) -> Tensor:
+    def forward(ctx, scores: Tensor, k: int, sigma: Tensor, noise: Tensor) -> Tensor:
         b, d = scores.shape
         perturbed = scores.float().unsqueeze(1) + sigma * noise  # (b, n, d)
         indices = hard_topk(perturbed, k)  # (b, n, k)
         one_hot = F.one_hot(indices, d).float()  # (b, n, k, d)
-        ctx.save_for_backward(one_hot, noise)
-        ctx.sigma = sigma
+        ctx.save_for_backward(one_hot, noise, sigma)
         ctx.input_dtype = scores.dtype
         return one_hot.mean(dim=1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        one_hot, noise = ctx.saved_tensors
-        if ctx.sigma <= 1e-20:
-            return (
-                torch.zeros(noise.shape[0], noise.shape[2], dtype=ctx.input_dtype, device=noise.device),
-                None,
-                None,
-                None,
-            )
+        one_hot, noise, sigma = ctx.saved_tensors
         n = noise.shape[1]
-        jacobian = torch.einsum("bnkd,bnd->bkd", one_hot, noise) / (n * ctx.sigma)
+        jacobian = torch.einsum("bnkd,bnd->bkd", one_hot, noise) / (n * sigma.clamp_min(1e-20))
         grad_scores = (grad.float() * jacobian).sum(dim=1)
+        # σ = 0 (the end of the MViT schedule): no gradient, decided on the device (no host sync)
+        grad_scores = torch.where(sigma > 1e-20, grad_scores, torch.zeros_like(grad_scores))
         return grad_scores.to(ctx.input_dtype), None, None, None
 
 
 def perturbed_topk(
-    scores: Tensor, k: int, sigma: float, *, num_samples: int = NUM_SAMPLES, noise: Tensor | None = None
+    scores: Tensor,
+    k: int,
+    sigma: float | Tensor,
+    *,
+    num_samples: int = NUM_SAMPLES,
+    noise: Tensor | None = None,
 ) -> Tensor:
-    """Soft top-k indicator (b, k, d) of scores (b, d). `noise` (b, num_samples, d) may be injected (tests);
+    """Soft top-k indicator (b, k, d) of scores (b, d). ``sigma``: a number or a 0-dim float tensor on the
+    scores' device (the selectors pass their buffer). `noise` (b, num_samples, d) may be injected (tests);
     otherwise it is drawn on the scores' device."""
     if noise is None:
         noise = torch.randn(scores.shape[0], num_samples, scores.shape[1], device=scores.device)
-    return PerturbedTopK.apply(scores, k, float(sigma), noise.float())
+    if not isinstance(sigma, Tensor):
+        sigma = torch.tensor(float(sigma), device=scores.device)
+    return PerturbedTopK.apply(scores, k, sigma.float(), noise.float())
+
+
+@dataclass(frozen=True)
+class SelectionStep:
+    """One selection in forward order and the token grid it runs on (nominal footprints: the tiling of the
+    strides, see `stts.explain`).
+
+    selector: the `TemporalSelector` or `SpatialSelector`.
+    frames_per_slice: input frames per temporal token slice of this grid.
+    cell: input pixels between two neighbouring tokens of this grid.
+    side: the grid's side (H = W) where the selection is spatial and runs on the full grid; None otherwise.
+    """
+
+    selector: nn.Module
+    frames_per_slice: int
+    cell: int
+    side: int | None = None
 
 
 class _Selector(nn.Module):
@@ -141,10 +167,21 @@ class _Selector(nn.Module):
         self.k = k
         self.strategy = strategy
         self.num_samples = num_samples
-        self.sigma = 0.0
+        self.register_buffer("sigma_t", torch.zeros(()), persistent=False)
+        self._sigma = 0.0
         # what the last forward chose, for visualisation and selection metrics (detached)
         self.last_indices: Tensor | None = None
         self.last_scores: Tensor | None = None
+
+    @property
+    def sigma(self) -> float:
+        return self._sigma
+
+    @sigma.setter
+    def sigma(self, value: float) -> None:
+        # in place: no new tensor (the compiled graph keeps reading the same buffer), no host sync
+        self._sigma = float(value)
+        self.sigma_t.fill_(self._sigma)
 
     def _soft(self) -> bool:
         return self.strategy == "learned" and self.training
@@ -179,7 +216,9 @@ class TemporalSelector(_Selector):
             scores = minmax_normalise(self.score_network(descriptor))  # (B, T)
             self.last_scores = scores.detach()
         if self._soft():
-            indicator = perturbed_topk(scores, self.k, self.sigma, num_samples=self.num_samples, noise=noise)
+            indicator = perturbed_topk(
+                scores, self.k, self.sigma_t, num_samples=self.num_samples, noise=noise
+            )
             self.last_indices = indicator.argmax(dim=-1).detach()
             out = torch.bmm(indicator.to(x.dtype), x.reshape(b, t, n * c))
             return out.reshape(b, self.k, n, c)
@@ -234,7 +273,7 @@ class SpatialSelector(_Selector):
             scores = minmax_normalise(window_scores)
             self.last_scores = scores.detach().reshape(b, t, -1)
         if self._soft():
-            indicator = perturbed_topk(scores, 1, self.sigma, num_samples=self.num_samples, noise=noise)
+            indicator = perturbed_topk(scores, 1, self.sigma_t, num_samples=self.num_samples, noise=noise)
             self.last_indices = indicator.argmax(dim=-1).detach().reshape(b, t)
             # candidates as (BT, L, C·a·a), channel-major inside a window as unfold lays them out
             candidates = F.unfold(frames.permute(0, 3, 1, 2), a, stride=stride).transpose(1, 2)

@@ -14,27 +14,26 @@ class ZooEntry:
     readme_top1: float | None
     fvcore: float | None  # expected counts of the configs (spec §5, §7.2)
     mmcv: float | None
-    convention: str  # the convention the README uses for this family
 
 
 ZOO: dict[str, ZooEntry] = {
-    "mvit_b_16x4": ZooEntry(None, None, 70.80, None, "fvcore"),
-    "mvit_b_16x4_t0.9_s0.9": ZooEntry(56.4, 78.1, 56.39, None, "fvcore"),
-    "mvit_b_16x4_t0.8_s0.9": ZooEntry(47.2, 77.9, 47.21, None, "fvcore"),
-    "mvit_b_16x4_t0.6_s0.9": ZooEntry(38.1, 77.5, 38.46, None, "fvcore"),
-    "mvit_b_16x4_t0.5_s0.7": ZooEntry(23.3, 76.6, 26.95, None, "fvcore"),
-    "mvit_b_16x4_t0.4_s0.6": ZooEntry(12.1, 75.6, 18.46, None, "fvcore"),
-    "swin_b_32x2": ZooEntry(None, None, 281.92, 242.55, "mmcv"),
-    "swin_b_32x2_t0.9": ZooEntry(252.5, 81.9, 261.51, 222.18, "mmcv"),
-    "swin_b_32x2_t0.8": ZooEntry(223.4, 81.6, 241.09, 201.81, "mmcv"),
-    "swin_b_32x2_t0.6": ZooEntry(181.4, 81.4, 220.68, 181.43, "mmcv"),
-    "swin_b_32x2_t0.5": ZooEntry(121.6, 81.1, 210.47, 171.24, "mmcv"),
-    "swin_b_32x2_t0.4": ZooEntry(91.4, 80.7, 102.47, 91.36, "mmcv"),
+    "mvit_b_16x4": ZooEntry(None, None, 70.80, None),
+    "mvit_b_16x4_t0.9_s0.9": ZooEntry(56.4, 78.1, 56.39, None),
+    "mvit_b_16x4_t0.8_s0.9": ZooEntry(47.2, 77.9, 47.21, None),
+    "mvit_b_16x4_t0.6_s0.9": ZooEntry(38.1, 77.5, 38.46, None),
+    "mvit_b_16x4_t0.5_s0.7": ZooEntry(23.3, 76.6, 26.95, None),
+    "mvit_b_16x4_t0.4_s0.6": ZooEntry(12.1, 75.6, 18.46, None),
+    "swin_b_32x2": ZooEntry(None, None, 281.92, 242.55),
+    "swin_b_32x2_t0.9": ZooEntry(252.5, 81.9, 261.51, 222.18),
+    "swin_b_32x2_t0.8": ZooEntry(223.4, 81.6, 241.09, 201.81),
+    "swin_b_32x2_t0.6": ZooEntry(181.4, 81.4, 220.68, 181.43),
+    "swin_b_32x2_t0.5": ZooEntry(121.6, 81.1, 210.47, 171.24),
+    "swin_b_32x2_t0.4": ZooEntry(91.4, 80.7, 102.47, 91.36),
 }
 
 
 def default_convention(name: str) -> str:
-    """The convention the official README uses for this model's family."""
-    if name in ZOO:
-        return ZOO[name].convention
-    return "mmcv" if name.startswith("swin") else "fvcore"
+    """The convention the official README uses for this model's family (its spec's)."""
+    from .registry import spec_of
+
+    return spec_of(name).flops_convention

@@ -1,16 +1,18 @@
 """The training engine (Accelerate, optionally DeepSpeed): configs and recipes, optimizer groups and
 schedules, the trainer. Imported on demand: ``import stts`` stays torch-only."""
 
-from .config import RECIPES, TrainConfig, apply_settings, load_config, recipe_for, save_config
+from .config import RECIPES, ConfigError, TrainConfig, apply_settings, load_config, recipe_for, save_config
 from .optim import Schedule, param_groups
-from .trainer import Trainer, TrainError, TrainResult, find_resume_point, train
+from .trainer import Trainer, TrainError, TrainResult, TrainRun, find_resume_point, train, train_step
 
 __all__ = [
     "RECIPES",
+    "ConfigError",
     "Schedule",
     "TrainConfig",
     "TrainError",
     "TrainResult",
+    "TrainRun",
     "Trainer",
     "apply_settings",
     "find_resume_point",
@@ -19,4 +21,5 @@ __all__ = [
     "recipe_for",
     "save_config",
     "train",
+    "train_step",
 ]

@@ -38,15 +38,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig, load_config, save_config
+from .config import RESUMABLE, ConfigError, TrainConfig, load_config, save_config
 from .optim import Schedule, param_groups
 
-__all__ = ["TrainError", "TrainResult", "Trainer", "train", "find_resume_point"]
+__all__ = [
+    "StepResult",
+    "TrainError",
+    "TrainResult",
+    "TrainRun",
+    "Trainer",
+    "find_resume_point",
+    "train",
+    "train_step",
+]
 
 STATE_FILE = "trainer_state.json"
 DEEPSPEED_DIR = Path(__file__).with_name("deepspeed")
-# fields that may differ when a run is resumed (they do not change what is computed up to the resume point)
-RESUMABLE = {"epochs", "max_steps", "checkpoint_every", "keep_last", "log_every", "num_threads", "decoder"}
 
 
 class TrainError(Exception):
@@ -72,26 +79,96 @@ class TrainResult:
     stopped: str | None = None  # why the run stopped early (None: finished)
 
 
+@dataclass
+class StepResult:
+    """What `Trainer.train_step` reports: the loss (None: not finite on some rank, the step was skipped
+    everywhere) and whether an optimizer step was taken (the end of an accumulation window)."""
+
+    loss: float | None
+    stepped: bool
+
+
+class _Window:
+    """The running logging window: clips, the time spent waiting for batches and the time of the iterations'
+    own work (schedule, step, bookkeeping; not logging or checkpoints), losses."""
+
+    def __init__(self) -> None:
+        self.restart(None)
+
+    def restart(self, st: TrainState | None) -> None:
+        self.start = time.perf_counter()
+        self.steps_at_start = st.optimizer_steps if st is not None else 0
+        self.wait = self.compute = 0.0
+        self.clips = 0
+        self.losses: list[float] = []
+        self._mark = self.start
+
+    def wait_begins(self) -> None:
+        self._mark = time.perf_counter()
+
+    def wait_ends(self) -> None:
+        now = time.perf_counter()
+        self.wait += now - self._mark
+        self._mark = now
+
+    def step_done(self, clips: int) -> None:
+        self.compute += time.perf_counter() - self._mark
+        self.clips += clips
+
+    def record(self, st: TrainState, run: TrainRun) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.start
+        busy = self.wait + self.compute
+        return {
+            "event": "train",
+            "iteration": st.iteration,
+            "step": st.optimizer_steps,
+            "epoch": st.epoch + st.epoch_iter / len(run.loader),
+            "loss": sum(self.losses) / len(self.losses) if self.losses else None,
+            "sigma": run.sigma,
+            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(run.optimizer.param_groups)},
+            "clips_per_s": self.clips / elapsed if elapsed > 0 else None,
+            "steps_per_s": (st.optimizer_steps - self.steps_at_start) / elapsed if elapsed > 0 else None,
+            "data_wait": self.wait / busy if busy > 0 else 0.0,
+        }
+
+
+@dataclass
+class TrainRun:
+    """What one run holds while it trains (built by `Trainer._setup`; `Trainer.train_step` reads ``cfg``,
+    ``accelerator``, ``model``, ``optimizer`` and ``mixup``, so a benchmark can build one without a loader)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    model: Any  # as prepared by Accelerate (DDP-wrapped under several processes)
+    optimizer: Any
+    mixup: Any = None
+    bare: Any = None  # the model itself
+    loader: Any = None
+    val_loader: Any = None
+    schedule: Schedule | None = None
+    total_steps: int = 0
+    display: Any = None
+    keys_file: Any = None
+    window: _Window = field(default_factory=_Window)
+    sigma: float = 0.0  # this iteration's
+    stepped: bool = False  # whether this iteration took an optimizer step
+
+
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def read_classes(data: str | os.PathLike) -> list[str]:
-    manifest = Path(data) / "manifest.json"
-    if not manifest.is_file():
-        raise TrainError(f"{data}: no manifest.json; build shards first with `stts shard --out {data} ...`")
-    classes = json.loads(manifest.read_text()).get("classes")
-    if not classes:
-        raise TrainError(f"{manifest} lists no classes; rebuild the shards with `stts shard`")
-    return list(classes)
 
 
 def specs_for(cfg: TrainConfig, model, *, train: bool):
     """The recipe's (ClipSpec, AugmentSpec) fitted to the model's input, with ``cfg.clip`` / ``cfg.aug``;
-    validation uses ``cfg.val_views``."""
+    validation uses the recipe's validation clips (`Recipe.val_clip`) at ``cfg.eval.val_views``."""
     from pipelines.recipes import recipe_for_model
+    from stts.registry import family_spec
 
-    views = None if train else tuple(cfg.val_views)
-    return recipe_for_model(model, family=cfg.recipe, views=views, train=train, clip=cfg.clip, aug=cfg.aug)
+    recipe = family_spec(cfg.recipe).recipe
+    views = None if train else tuple(cfg.eval.val_views)
+    data = recipe.clip if train else recipe.val_clip
+    return recipe_for_model(
+        model, family=data, views=views, train=train, clip=cfg.clip.values, aug=cfg.aug.values
+    )
 
 
 def find_resume_point(out: str | os.PathLike) -> Path | None:
@@ -105,7 +182,9 @@ def find_resume_point(out: str | os.PathLike) -> Path | None:
 
 
 def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
-    path = Path(cfg.deepspeed) if cfg.deepspeed else DEEPSPEED_DIR / f"zero{cfg.zero}.json"
+    path = (
+        Path(cfg.system.deepspeed) if cfg.system.deepspeed else DEEPSPEED_DIR / f"zero{cfg.system.zero}.json"
+    )
     if not path.is_file():
         raise TrainError(f"DeepSpeed config {path} not found; give a JSON file or use --zero 1|2")
     try:
@@ -114,27 +193,38 @@ def _deepspeed_config(cfg: TrainConfig, clips_per_iter: int) -> dict:
         raise TrainError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
     fill = {
         "train_micro_batch_size_per_gpu": clips_per_iter,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "gradient_clipping": cfg.clip_grad or 0.0,
+        "gradient_accumulation_steps": cfg.training.grad_accum,
+        "gradient_clipping": cfg.optim.clip_grad or 0.0,
     }
     for key, value in fill.items():
         if ds.get(key, "auto") == "auto":
             ds[key] = value
-    for key, on in (("bf16", cfg.mixed_precision == "bf16"), ("fp16", cfg.mixed_precision == "fp16")):
+    for key, on in (
+        ("bf16", cfg.system.mixed_precision == "bf16"),
+        ("fp16", cfg.system.mixed_precision == "fp16"),
+    ):
         section = ds.setdefault(key, {})
         if section.get("enabled", "auto") == "auto":
             section["enabled"] = on
     return ds
 
 
+def _settings(cfg: TrainConfig) -> dict[str, Any]:
+    """Dotted key → value of everything that decides the computation (``clip`` and ``aug`` as wholes)."""
+    out: dict[str, Any] = {}
+    for section, values in cfg.resolved().items():
+        if section in ("clip", "aug"):
+            out[section] = values
+        else:
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+    return out
+
+
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, out: Path) -> None:
-    differ = [
-        f.name
-        for f in saved.__dataclass_fields__.values()
-        if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(cfg, f.name)
-    ]
+    a, b = _settings(saved), _settings(cfg)
+    differ = [k for k in a if k not in RESUMABLE and a[k] != b.get(k)]
     if differ:
-        shown = ", ".join(f"{k}: {getattr(saved, k)!r} → {getattr(cfg, k)!r}" for k in differ[:4])
+        shown = ", ".join(f"{k}: {a[k]!r} → {b.get(k)!r}" for k in differ[:4])
         raise TrainError(
             f"{out} holds a run with other settings ({shown}); resume it with the same options, "
             "or give another --out"
@@ -149,16 +239,53 @@ def _sync_flag(accelerator, ok: bool) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item() == accelerator.num_processes)
 
 
+# ------------------------------------------------------------------------------------------ one step
+
+
+def train_step(run: TrainRun, batch) -> StepResult:
+    """Forward, loss, backward and (at the end of an accumulation window) the optimizer step. A loss that
+    is not finite on some rank skips the step on every rank (the window's gradients are dropped)."""
+    cfg, accelerator, model, optimizer = run.cfg, run.accelerator, run.model, run.optimizer
+    video, label = batch.video, batch.label
+    if cfg.uses_deepspeed and cfg.system.mixed_precision != "no":
+        video = video.to(torch.bfloat16 if cfg.system.mixed_precision == "bf16" else torch.float16)
+    with accelerator.accumulate(model):
+        if run.mixup is not None:
+            video, targets = run.mixup(video, label)
+        with accelerator.autocast() if not cfg.uses_deepspeed else nullcontext():
+            logits = model(video)
+        if run.mixup is not None:
+            from pipelines.mixup import soft_cross_entropy
+
+            loss = soft_cross_entropy(logits.float(), targets)
+        else:
+            loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.loss.label_smoothing)
+        if not _sync_flag(accelerator, bool(torch.isfinite(loss).item())):
+            optimizer.zero_grad(set_to_none=True)
+            return StepResult(loss=None, stepped=False)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and cfg.optim.clip_grad and not cfg.uses_deepspeed:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=float(loss.detach().item()), stepped=accelerator.sync_gradients)
+
+
 # --------------------------------------------------------------------------------------------- trainer
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True):
-        if not cfg.data:
+        if not cfg.data.shards:
             raise TrainError("no data: give --data SHARDS (a folder made by `stts shard`)")
         self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.classes = read_classes(cfg.data)
+        self.out = Path(cfg.checkpoint.out)
+        from stts.data import DataError, shard_classes
+
+        try:
+            self.classes = shard_classes(cfg.data.shards, cfg.data.train_split)
+        except DataError as err:
+            raise TrainError(str(err)) from None
         self.console = console
         self.show_progress = progress
         self._resume_request = resume
@@ -180,44 +307,47 @@ class Trainer:
             AcceleratorState._reset_state(reset_partial_state=True)
             GradientState._reset_state()
         kwargs: dict[str, Any] = {
-            "gradient_accumulation_steps": cfg.grad_accum,
+            "gradient_accumulation_steps": cfg.training.grad_accum,
             "project_config": ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out)),
-            "log_with": "tensorboard" if cfg.tensorboard else None,
+            "log_with": "tensorboard" if cfg.logging.tensorboard else None,
         }
         if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # CPU processes talk over gloo (a backend given to a single process would break it)
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         if cfg.uses_deepspeed:
-            clips = cfg.batch_size * cfg.num_sample
+            clips = cfg.training.batch_size * cfg.training.num_sample
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=_deepspeed_config(cfg, clips))
         else:
-            kwargs["mixed_precision"] = cfg.mixed_precision
+            kwargs["mixed_precision"] = cfg.system.mixed_precision
         return Accelerator(**kwargs)
 
     def _build_model(self):
         from stts.checkpoint import read_checkpoint
-        from stts.registry import build_model
+        from stts.registry import build_model, spec_of
+        from stts.selection import SELECTOR_KEY
 
         cfg = self.cfg
         try:
-            model = build_model(cfg.model, num_classes=len(self.classes), **cfg.model_overrides)
+            model = build_model(cfg.model.name, num_classes=len(self.classes), **cfg.model.overrides)
         except ValueError as err:
             raise TrainError(str(err)) from None
-        if cfg.init:
-            state, _ = read_checkpoint(cfg.init)
+        if cfg.model.init:
+            spec = spec_of(model)
+            state, _ = read_checkpoint(cfg.model.init)
+            state = spec.convert_state(state)  # torchvision and other layouts the family knows
             own = model.state_dict()
             keep = {
                 k: v
                 for k, v in state.items()
-                if k in own and v.shape == own[k].shape and "predictor" not in k
+                if k in own and v.shape == own[k].shape and SELECTOR_KEY not in k
             }
             model.load_state_dict(keep, strict=False)
-            missing = sorted(k for k in own if k not in keep and "predictor" not in k)
+            missing = sorted(k for k in own if k not in keep and SELECTOR_KEY not in k)
             self.init_report = {"loaded": len(keep), "fresh": missing, "ignored": len(state) - len(keep)}
-            backbone_missing = [k for k in missing if not k.startswith(("head", "cls_head"))]
+            backbone_missing = [k for k in missing if not k.startswith(spec.head_prefixes)]
             if backbone_missing:
                 raise TrainError(
-                    f"--init {cfg.init} does not fit {cfg.model}: {len(backbone_missing)} backbone tensors "
+                    f"--init {cfg.model.init} does not fit {cfg.model.name}: {len(backbone_missing)} backbone tensors "
                     f"missing or of other shapes (e.g. {backbone_missing[0]}); is it the right model?"
                 )
         return model
@@ -227,29 +357,29 @@ class Trainer:
 
         cfg = self.cfg
         clip, aug = specs_for(cfg, model, train=True)
-        common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.decoder}
+        common = {"device": device, "rank": rank, "world_size": world, "decoder": cfg.data.decoder}
         train = build_loader(
-            cfg.data,
-            cfg.train_split,
+            cfg.data.shards,
+            cfg.data.train_split,
             (clip, aug),
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
+            batch_size=cfg.training.batch_size,
+            seed=cfg.training.seed,
             train=True,
-            num_threads=cfg.num_threads,
-            num_sample=cfg.num_sample,
+            num_threads=cfg.data.num_threads,
+            num_sample=cfg.training.num_sample,
             **common,
         )
         val = None
-        if cfg.val_split and cfg.eval_every:
+        if cfg.data.val_split and cfg.eval.eval_every:
             vclip, vaug = specs_for(cfg, model, train=False)
             val = build_loader(
-                cfg.data,
-                cfg.val_split,
+                cfg.data.shards,
+                cfg.data.val_split,
                 (vclip, vaug),
-                batch_size=max(1, cfg.batch_size * cfg.num_sample),
+                batch_size=max(1, cfg.training.batch_size * cfg.training.num_sample),
                 train=False,
-                views=tuple(cfg.val_views),
-                num_threads=cfg.num_threads,
+                views=tuple(cfg.eval.val_views),
+                num_threads=cfg.data.num_threads,
                 **common,
             )
         return train, val
@@ -273,7 +403,7 @@ class Trainer:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             done = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
-            for old in done[: -self.cfg.keep_last]:
+            for old in done[: -self.cfg.checkpoint.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
@@ -303,10 +433,17 @@ class Trainer:
             return False
         saved = self.out / "config.yaml"
         if saved.is_file():
-            _check_resumable(load_config(saved), self.cfg, self.out)
+            try:
+                before = load_config(saved)
+            except (ConfigError, OSError) as err:
+                raise TrainError(
+                    f"{saved} cannot be resumed by this version of stts ({err}); give another --out"
+                ) from None
+            _check_resumable(before, self.cfg, self.out)
         accelerator.load_state(str(point))
         data = json.loads((point / STATE_FILE).read_text())
-        self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__})
+        # counters added by later versions start from their defaults
+        self.state = TrainState(**{k: data[k] for k in TrainState.__dataclass_fields__ if k in data})
         self._say(f"resumed from {point.name} (epoch {self.state.epoch}, iteration {self.state.epoch_iter})")
         return True
 
@@ -324,230 +461,210 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    # ---- one iteration
-    def train_step(self, accelerator, model, optimizer, batch, mixup) -> float | None:
-        """Forward, loss, backward and (at the end of an accumulation window) the optimizer step. Returns
-        the loss, or None when it was not finite on some rank (the step is skipped everywhere)."""
-        cfg = self.cfg
-        video, label = batch.video, batch.label
-        if cfg.uses_deepspeed and cfg.mixed_precision != "no":
-            video = video.to(torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16)
-        with accelerator.accumulate(model):
-            if mixup is not None:
-                video, targets = mixup(video, label)
-            with accelerator.autocast() if not cfg.uses_deepspeed else nullcontext():
-                logits = model(video)
-            if mixup is not None:
-                from pipelines.mixup import soft_cross_entropy
-
-                loss = soft_cross_entropy(logits.float(), targets)
-            else:
-                loss = F.cross_entropy(logits.float(), label, label_smoothing=cfg.label_smoothing)
-            if not _sync_flag(accelerator, bool(torch.isfinite(loss).item())):
-                optimizer.zero_grad(set_to_none=True)
-                return None
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and cfg.clip_grad and not cfg.uses_deepspeed:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach().item())
-
-    # ---- the loop
-    def fit(self) -> TrainResult:
+    # ---- setup of one run
+    def _setup(self) -> TrainRun:
+        """Accelerator, model, loaders, optimizer, mixup; the resume point restored; config.yaml written."""
         cfg = self.cfg
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
         accelerator = self._accelerator()
         self._main = accelerator.is_main_process
-        torch.manual_seed(cfg.seed + accelerator.process_index)
+        torch.manual_seed(cfg.training.seed + accelerator.process_index)
         model = self._build_model()
-        train_loader, val_loader = self._loaders(
+        loader, val_loader = self._loaders(
             model, accelerator.process_index, accelerator.num_processes, accelerator.device
         )
-        iters = len(train_loader)
-        schedule = Schedule(cfg, iters)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        iters = len(loader)
+        opt = cfg.optim
+        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=opt.lr, betas=opt.betas, eps=opt.eps)
         model, optimizer = accelerator.prepare(model, optimizer)
-        bare = accelerator.unwrap_model(model)
         mixup = None
-        if cfg.mixup:
+        if cfg.loss.mixup:
             from pipelines.mixup import MVIT_MIXUP, MixUp
 
             mixup = MixUp(
-                replace(MVIT_MIXUP, num_classes=len(self.classes), label_smoothing=cfg.label_smoothing)
+                replace(MVIT_MIXUP, num_classes=len(self.classes), label_smoothing=cfg.loss.label_smoothing)
             )
-
+        total_steps = math.ceil(iters * cfg.training.epochs / cfg.training.grad_accum)
+        if cfg.training.max_steps is not None:
+            total_steps = min(total_steps, cfg.training.max_steps)
+        run = TrainRun(
+            cfg=cfg,
+            accelerator=accelerator,
+            model=model,
+            bare=accelerator.unwrap_model(model),
+            optimizer=optimizer,
+            mixup=mixup,
+            loader=loader,
+            val_loader=val_loader,
+            schedule=Schedule(cfg, iters),
+            total_steps=total_steps,
+        )
         resumed = self._resume(accelerator)
         if self._main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
             if not resumed:
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        if cfg.tensorboard:
+        if cfg.logging.tensorboard:
             accelerator.init_trackers("tensorboard")
         self._log({"event": "resume" if resumed else "start", "iteration": self.state.iteration})
         accelerator.wait_for_everyone()
+        if self._main and self.show_progress:
+            run.display = _Display(self, total_steps)
+        if cfg.logging.rank_logs:
+            run.keys_file = open(self.out / f"rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
+        return run
 
-        total_steps = math.ceil(iters * cfg.epochs / cfg.grad_accum)
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps)
+    # ---- the loop
+    def fit(self) -> TrainResult:
+        run = self._setup()
         stopped = None
-        display = _Display(self, total_steps) if self._main and self.show_progress else None
-        keys_file = (
-            open(self.out / f"rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115 - closed below
-            if cfg.rank_logs
-            else None
-        )
         try:
-            if display:
-                display.start()
-            while self.state.epoch < cfg.epochs and stopped is None:
-                stopped = self._epoch(
-                    accelerator,
-                    model,
-                    bare,
-                    optimizer,
-                    mixup,
-                    train_loader,
-                    val_loader,
-                    schedule,
-                    display,
-                    keys_file,
-                    total_steps,
-                )
-            if keys_file:
-                checksum = sum(float(p.detach().double().sum()) for p in bare.parameters())
-                keys_file.write(json.dumps({"event": "end", "checksum": checksum}) + "\n")
+            if run.display:
+                run.display.start()
+            while self.state.epoch < self.cfg.training.epochs and stopped is None:
+                stopped = self._epoch(run)
+            if run.keys_file:
+                checksum = sum(float(p.detach().double().sum()) for p in run.bare.parameters())
+                run.keys_file.write(json.dumps({"event": "end", "checksum": checksum}) + "\n")
         finally:
-            if display:
-                display.stop()
-            if keys_file:
-                keys_file.close()
-        accelerator.wait_for_everyone()
-        if stopped is None or stopped == "max_steps":
-            self._save_model(accelerator, model, self.out / "model.pt")
-        self._log({"event": "end", "iteration": self.state.iteration, "stopped": stopped})
-        if cfg.tensorboard:
-            accelerator.end_training()
-        accelerator.wait_for_everyone()
-        if accelerator.num_processes > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        return TrainResult(out=self.out, state=self.state, history=self.history, stopped=stopped)
+            if run.display:
+                run.display.stop()
+            if run.keys_file:
+                run.keys_file.close()
+        return self._finish(run, stopped)
 
-    def _epoch(
-        self,
-        accelerator,
-        model,
-        bare,
-        optimizer,
-        mixup,
-        loader,
-        val_loader,
-        schedule,
-        display,
-        keys_file,
-        total_steps,
-    ) -> str | None:
-        cfg, st = self.cfg, self.state
-        iters = len(loader)
-        loader.set_epoch(st.epoch)
-        model.train()
-        batches = iter(loader)
+    def _epoch(self, run: TrainRun) -> str | None:
+        """One epoch from the saved position; a reason to stop (``"nonfinite"``, ``"max_steps"``) or None."""
+        for batch in self._batches(run):
+            self._set_schedule(run)
+            self._record_keys(run, batch)
+            result = self.train_step(run, batch)
+            stop = self._account(run, result, batch)
+            if stop is None:
+                self._log_window(run)
+                stop = self._checkpoint_if_due(run)
+            if stop is not None:
+                return stop
+        return self._end_epoch(run)
+
+    # ---- the named steps of an iteration
+    def _batches(self, run: TrainRun):
+        """The epoch's batches from the saved position (the loader's order and clips are functions of seed
+        and epoch, so skipped batches are the same ones); the time spent waiting for each is metered."""
+        st = self.state
+        run.loader.set_epoch(st.epoch)
+        run.model.train()
+        batches = iter(run.loader)
         for _ in range(st.epoch_iter):  # replay up to the saved position: same order, same clips
             next(batches)
-        window_start = time.perf_counter()
-        window_steps = st.optimizer_steps
-        wait = compute = 0.0
-        clips = 0
-        losses: list[float] = []
-        while st.epoch_iter < iters:
-            t0 = time.perf_counter()
+        run.window.restart(st)
+        while st.epoch_iter < len(run.loader):
+            run.window.wait_begins()
             try:
                 batch = next(batches)
             except StopIteration:
-                break
-            t1 = time.perf_counter()
-            sigma = schedule.sigma(st.iteration)
-            for selector in bare.selectors():
-                selector.sigma = sigma
-            for group in optimizer.param_groups:
-                group["lr"] = schedule.lr(st.iteration, group)
-            if keys_file is not None:
-                record = {"epoch": st.epoch, "iteration": st.epoch_iter, "keys": list(batch.key)}
-                keys_file.write(json.dumps(record) + "\n")
-            loss = self.train_step(accelerator, model, optimizer, batch, mixup)
-            t2 = time.perf_counter()
-            wait += t1 - t0
-            compute += t2 - t1
-            clips += len(batch.key) * accelerator.num_processes
-            st.iteration += 1
-            st.epoch_iter += 1
-            if loss is None:
-                st.bad_steps += 1
-                st.skipped_steps += 1
+                return
+            run.window.wait_ends()
+            yield batch
+
+    def _set_schedule(self, run: TrainRun) -> None:
+        """σ of every selector and every group's lr for this iteration."""
+        st = self.state
+        run.sigma = run.schedule.sigma(st.iteration)
+        for selector in run.bare.selectors():
+            selector.sigma = run.sigma
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.schedule.lr(st.iteration, group)
+
+    def _record_keys(self, run: TrainRun, batch) -> None:
+        if run.keys_file is not None:
+            record = {"epoch": self.state.epoch, "iteration": self.state.epoch_iter, "keys": list(batch.key)}
+            run.keys_file.write(json.dumps(record) + "\n")
+
+    def train_step(self, run: TrainRun, batch) -> StepResult:
+        return train_step(run, batch)
+
+    def _account(self, run: TrainRun, result: StepResult, batch) -> str | None:
+        """Counters after an iteration, and the non-finite policy: a skipped step is logged, ``max_bad_steps``
+        in a row stop the run (``"nonfinite"``)."""
+        st, cfg = self.state, self.cfg
+        st.iteration += 1
+        st.epoch_iter += 1
+        run.window.step_done(len(batch.key) * run.accelerator.num_processes)
+        if result.loss is None:
+            st.bad_steps += 1
+            st.skipped_steps += 1
+            self._say(
+                f"[yellow]warning:[/] non-finite loss at iteration {st.iteration}; step skipped "
+                f"({st.bad_steps} in a row, stop after {cfg.training.max_bad_steps})"
+            )
+            self._log({"event": "nonfinite", "iteration": st.iteration, "in_a_row": st.bad_steps})
+            if st.bad_steps >= cfg.training.max_bad_steps:
                 self._say(
-                    f"[yellow]warning:[/] non-finite loss at iteration {st.iteration}; step skipped "
-                    f"({st.bad_steps} in a row, stop after {cfg.max_bad_steps})"
+                    f"[bold red]stopped:[/] {st.bad_steps} non-finite losses in a row at iteration "
+                    f"{st.iteration}; the last good checkpoint is in {self.out / 'checkpoints'} — lower "
+                    "the lr (--lr), enable clipping (--set clip_grad=1.0) or use bf16 instead of fp16"
                 )
-                self._log({"event": "nonfinite", "iteration": st.iteration, "in_a_row": st.bad_steps})
-                if st.bad_steps >= cfg.max_bad_steps:
-                    self._say(
-                        f"[bold red]stopped:[/] {st.bad_steps} non-finite losses in a row at iteration "
-                        f"{st.iteration}; the last good checkpoint is in {self.out / 'checkpoints'} — lower "
-                        "the lr (--lr), enable clipping (--set clip_grad=1.0) or use bf16 instead of fp16"
-                    )
-                    return "nonfinite"
-                continue
-            st.bad_steps = 0
-            losses.append(loss)
-            stepped = accelerator.sync_gradients
-            if stepped:
-                st.optimizer_steps += 1
-            if display:
-                display.update(st, loss=loss, sigma=sigma, lrs=optimizer.param_groups)
-            if st.iteration % cfg.log_every == 0 or st.epoch_iter == iters:
-                elapsed = time.perf_counter() - window_start
-                record = {
-                    "event": "train",
-                    "iteration": st.iteration,
-                    "step": st.optimizer_steps,
-                    "epoch": st.epoch + st.epoch_iter / iters,
-                    "loss": sum(losses) / len(losses),
-                    "sigma": sigma,
-                    "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
-                    "clips_per_s": clips / elapsed if elapsed > 0 else None,
-                    "steps_per_s": (st.optimizer_steps - window_steps) / elapsed if elapsed > 0 else None,
-                    "data_wait": wait / (wait + compute) if wait + compute > 0 else 0.0,
-                }
-                self._log(record)
-                if display:
-                    display.rates(record)
-                accelerator.log(
-                    {
-                        "train/loss": record["loss"],
-                        "train/sigma": sigma,
-                        "train/clips_per_s": record["clips_per_s"] or 0,
-                        "train/data_wait": record["data_wait"],
-                    },
-                    step=st.iteration,
-                )
-                window_start, wait, compute, clips, losses = time.perf_counter(), 0.0, 0.0, 0, []
-                window_steps = st.optimizer_steps
-            if stepped and cfg.max_steps is not None and st.optimizer_steps >= cfg.max_steps:
-                self._save(accelerator, model, reason="max_steps")
-                return "max_steps"
-            every = cfg.checkpoint_every and st.optimizer_steps % cfg.checkpoint_every == 0
-            if stepped and every and st.epoch_iter < iters:  # the epoch end saves anyway
-                self._save(accelerator, model, reason="every")
-        # epoch end: validate (when due), then checkpoint (after validation: its RNG use is replayed too)
-        last = st.epoch + 1 == cfg.epochs
-        due = val_loader is not None and ((st.epoch + 1) % cfg.eval_every == 0 or last)
+                return "nonfinite"
+            run.stepped = False
+            return None
+        st.bad_steps = 0
+        run.window.losses.append(result.loss)
+        run.stepped = result.stepped
+        if result.stepped:
+            st.optimizer_steps += 1
+        if run.display:
+            run.display.update(st, loss=result.loss, sigma=run.sigma, lrs=run.optimizer.param_groups)
+        return None
+
+    def _log_window(self, run: TrainRun) -> None:
+        """Every ``log_every`` iterations and at the epoch's end: the window's means and rates to
+        metrics.jsonl, TensorBoard and the progress line."""
+        st = self.state
+        if not (st.iteration % self.cfg.logging.log_every == 0 or st.epoch_iter == len(run.loader)):
+            return
+        record = run.window.record(st, run)
+        self._log(record)
+        if run.display:
+            run.display.rates(record)
+        run.accelerator.log(
+            {
+                "train/loss": record["loss"],
+                "train/sigma": record["sigma"],
+                "train/clips_per_s": record["clips_per_s"] or 0,
+                "train/data_wait": record["data_wait"],
+            },
+            step=st.iteration,
+        )
+        run.window.restart(st)
+
+    def _checkpoint_if_due(self, run: TrainRun) -> str | None:
+        """``max_steps`` reached: a checkpoint and stop; every ``checkpoint_every`` optimizer steps inside an
+        epoch: a checkpoint (the epoch's end saves anyway)."""
+        st, cfg = self.state, self.cfg
+        if not run.stepped:
+            return None
+        if cfg.training.max_steps is not None and st.optimizer_steps >= cfg.training.max_steps:
+            self._save(run.accelerator, run.model, reason="max_steps")
+            return "max_steps"
+        every = cfg.checkpoint.checkpoint_every
+        if every and st.optimizer_steps % every == 0 and st.epoch_iter < len(run.loader):
+            self._save(run.accelerator, run.model, reason="every")
+        return None
+
+    def _end_epoch(self, run: TrainRun) -> None:
+        """Validate (when due), then model.pt and a checkpoint (after validation: its RNG use is replayed
+        on resume too)."""
+        st, cfg, accelerator = self.state, self.cfg, run.accelerator
+        last = st.epoch + 1 == cfg.training.epochs
+        due = run.val_loader is not None and ((st.epoch + 1) % cfg.eval.eval_every == 0 or last)
         st.epoch += 1
         st.epoch_iter = 0
         extra: dict[str, Any] = {}
         if due:
-            result = self._validate(model, val_loader)
-            model.train()
+            result = self._validate(run.model, run.val_loader)
+            run.model.train()
             extra = {"val": result}
             self.history.append({"epoch": st.epoch, **result})
             self._log({"event": "val", "epoch": st.epoch, "iteration": st.iteration, **result})
@@ -557,10 +674,23 @@ class Trainer:
             self._say(f"epoch {st.epoch}: val top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%}")
             if st.best_top1 is None or result["top1"] > st.best_top1:
                 st.best_top1 = result["top1"]
-                self._save_model(accelerator, model, self.out / "best.pt", val=result)
-        self._save_model(accelerator, model, self.out / "model.pt", **extra)
-        self._save(accelerator, model, reason="epoch")
+                self._save_model(accelerator, run.model, self.out / "best.pt", val=result)
+        self._save_model(accelerator, run.model, self.out / "model.pt", **extra)
+        self._save(accelerator, run.model, reason="epoch")
         return None
+
+    def _finish(self, run: TrainRun, stopped: str | None) -> TrainResult:
+        accelerator = run.accelerator
+        accelerator.wait_for_everyone()
+        if stopped is None or stopped == "max_steps":
+            self._save_model(accelerator, run.model, self.out / "model.pt")
+        self._log({"event": "end", "iteration": self.state.iteration, "stopped": stopped})
+        if self.cfg.logging.tensorboard:
+            accelerator.end_training()
+        accelerator.wait_for_everyone()
+        if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        return TrainResult(out=self.out, state=self.state, history=self.history, stopped=stopped)
 
     def _validate(self, model, loader) -> dict:
         from stts.evaluate import evaluate
@@ -620,5 +750,5 @@ class _Display:
 def train(
     cfg: TrainConfig, *, resume: bool | None = None, console=None, progress: bool = True
 ) -> TrainResult:
-    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.out`` holds a checkpoint."""
+    """Train ``cfg`` (see `Trainer`); ``resume=None`` resumes when ``cfg.checkpoint.out`` holds a checkpoint."""
     return Trainer(cfg, resume=resume, console=console, progress=progress).fit()

@@ -10,7 +10,9 @@ Differences from the official model, on purpose:
 - nothing is moved to CUDA here; the model is single-device and device-agnostic.
 
 Foreign formats are converted by the pure functions at the bottom: `convert_pyslowfast_separate_qkv`
-(later pySlowFast checkpoints with separate q/k/v Linears) and `convert_torchvision_mvit_v1_b`.
+(later pySlowFast checkpoints with separate q/k/v Linears) and `convert_torchvision_mvit_v1_b`;
+`convert_state` recognises either layout. The family's spec (recipe, FLOPs convention, optimizer groups,
+checkpoint conversion) is registered at the end of the file.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stts.layers import DropPath, Mlp, init_linear_and_norm
-from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
+from stts.models.spec import FamilySpec, Recipe, register_family
+from stts.selection import (
+    NUM_SAMPLES,
+    SELECTOR_KEY,
+    STRATEGIES,
+    SelectionStep,
+    SpatialSelector,
+    TemporalSelector,
+)
 
 Triple = tuple[int, int, int]
 
@@ -381,6 +391,25 @@ class MViT(nn.Module):
         if self.space_loc is not None:
             yield from self.space_score_predictor
 
+    def selection_steps(self) -> list[SelectionStep]:
+        """Each selector and the token grid it runs on, in forward order (for `stts.explain`)."""
+        cfg = self.cfg
+        steps: list[SelectionStep] = []
+        t_stride, s_stride = cfg.patch_stride[0], cfg.patch_stride[1]
+        side = cfg.patch_grid[1]
+        for i, plan in enumerate(block_plans(cfg)):
+            # in forward, temporal then spatial selection run before block i (and before its pooling)
+            if i == self.time_loc:
+                steps.append(SelectionStep(self.time_score_predictor[0], t_stride, s_stride))
+            if i == self.space_loc:
+                steps.append(SelectionStep(self.space_score_predictor[0], t_stride, s_stride, side))
+            if plan.stride_q is not None:
+                t_stride *= plan.stride_q[0]
+                s_stride *= plan.stride_q[1]
+                # conv pooling with padding k // 2: ceil, as the block's own thw bookkeeping
+                side = -(-side // plan.stride_q[1])
+        return steps
+
     def _pos_embed(self) -> Tensor:
         """Separable: spatial tiled over frames + temporal repeated over positions; class prepended."""
         t = self.pos_embed_temporal.shape[1]
@@ -519,3 +548,100 @@ def convert_torchvision_mvit_v1_b(state_dict: Mapping[str, Tensor]) -> dict[str,
     if unknown:
         raise ValueError(f"not torchvision mvit_v1_b keys: {', '.join(unknown[:8])}")
     return out
+
+
+def convert_state(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Any MViT layout `stts` knows → ours: torchvision's `mvit_v1_b`, pySlowFast's separate q/k/v, or ours
+    (unchanged)."""
+    if "conv_proj.weight" in state_dict:
+        return convert_torchvision_mvit_v1_b(state_dict)
+    if any(k.endswith((".attn.q.weight", ".attn.q.bias")) for k in state_dict):
+        return convert_pyslowfast_separate_qkv(state_dict)
+    return dict(state_dict)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Optimizer groups of the official recipe
+
+
+def param_groups(model: nn.Module, weight_decay: float, selector_lr_mult: float = 1.0) -> list[dict]:
+    """pySlowFast's STTS groups, built by walking *modules* and their direct parameters (spec §6.1):
+    every parameter of a module whose name contains "predictor" (decayed, biases and norms included; lr ×
+    ``selector_lr_mult``, 1 in the recipe); BatchNorm parameters (none in MViT); other ≥2-D parameters
+    (decayed: cls token, position embeddings and conv weights included); other 1-D parameters (no decay).
+    Empty groups are dropped."""
+    groups = {
+        "predictor": ([], weight_decay, "selector", selector_lr_mult),
+        "backbone_bn": ([], 0.0, "backbone", 1.0),
+        "backbone_nonbn": ([], weight_decay, "backbone", 1.0),
+        "backbone_zero": ([], 0.0, "backbone", 1.0),
+    }
+    for module_name, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if SELECTOR_KEY in module_name:
+                key = "predictor"
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
+                key = "backbone_bn"
+            elif param.ndim >= 2:
+                key = "backbone_nonbn"
+            else:
+                key = "backbone_zero"
+            groups[key][0].append(param)
+    return [
+        {"params": params, "weight_decay": wd, "name": name, "lr_mult": mult, "kind": kind}
+        for name, (params, wd, kind, mult) in groups.items()
+        if params
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------
+# The family's spec
+
+# spec §6.1: 16 videos over 8 GPUs, 2 augmented clips each; 20 epochs; the two-rate schedule (selectors on
+# cosine from step 0, backbone frozen 3 epochs then capped at 0.1 × lr); σ 0.1 → 0; mixup/cutmix with
+# label smoothing; clipping at global norm 1. Evaluation (spec §7.1): 10 clips × 1 centre crop, softmaxes
+# summed.
+MVIT_RECIPE = Recipe(
+    clip="mvit",
+    val_clip="mvit",
+    aggregation="sum",
+    train={
+        "training": {"epochs": 20, "batch_size": 2, "num_sample": 2, "grad_accum": 1},
+        "optim": {
+            "lr": 1e-4,
+            "min_lr": 1e-6,
+            "weight_decay": 0.05,
+            "lr_schedule": "two_rate",
+            "frozen_backbone_epochs": 3.0,
+            "backbone_lr_ratio": 0.1,
+            "warmup_epochs": 0.0,
+            "selector_lr_mult": 1.0,
+            "clip_grad": 1.0,
+        },
+        "selection": {"sigma": 0.1, "sigma_decay": True},
+        "loss": {"mixup": True, "label_smoothing": 0.1},
+        "eval": {"eval_every": 2},
+    },
+    default_model="mvit_b_16x4_t0.6_s0.9",
+    plain_model="mvit_b_16x4",
+)
+
+SPEC = register_family(
+    FamilySpec(
+        name="mvit",
+        model=MViT,
+        config=MViTConfig,
+        variants=MVIT_CONFIGS,
+        recipe=MVIT_RECIPE,
+        flops_convention="fvcore",
+        param_groups=param_groups,
+        head_prefixes=("head.",),
+        default_locs={
+            "time_pruning_loc": MViTConfig().time_pruning_loc,
+            "space_pruning_loc": MViTConfig().space_pruning_loc,
+        },
+        convert_state=convert_state,
+    )
+)

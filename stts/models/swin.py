@@ -15,7 +15,8 @@ Spatial selection (`space_pruning_loc`) is an extension the official Swin does n
 shipped config.
 
 Internally feature maps are channels-last (B, D, H, W, C); `SwinTransformer3D.forward` returns the
-official channels-first (B, C, T', H', W') map.
+official channels-first (B, C, T', H', W') map. The family's spec (recipe, FLOPs convention, optimizer
+groups, checkpoint conversion) is registered at the end of the file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stts.layers import DropPath, Mlp, init_linear_and_norm
-from stts.selection import NUM_SAMPLES, STRATEGIES, SpatialSelector, TemporalSelector
+from stts.models.spec import FamilySpec, Recipe, register_family
+from stts.selection import (
+    NUM_SAMPLES,
+    SELECTOR_KEY,
+    STRATEGIES,
+    SelectionStep,
+    SpatialSelector,
+    TemporalSelector,
+)
 
 Triple = tuple[int, int, int]
 
@@ -52,7 +61,7 @@ class SwinConfig:
     patch_norm: bool = True
     # Bookkeeping only: k = int((num_frames // patch_t) * time_left_ratio), whatever the input's length.
     num_frames: int = 32
-    image_size: int = 224
+    crop_size: int = 224  # the input's side (`image_size` before: one name for every family)
     num_classes: int = 400
     head_dropout: float = 0.5
     head_init_std: float = 0.01
@@ -99,7 +108,7 @@ class SwinConfig:
     def num_patches(self) -> Triple:
         """Token grid after the patch embedding, from the constructor arguments (floor, as the official)."""
         p = self.patch_size
-        return (self.num_frames // p[0], self.image_size // p[1], self.image_size // p[2])
+        return (self.num_frames // p[0], self.crop_size // p[1], self.crop_size // p[2])
 
     @property
     def time_k(self) -> int | None:
@@ -119,7 +128,7 @@ _DEBUG = SwinConfig(
     # of Swin-B in small); image 56 gives a 14 → 7 → 4 → 2 grid: padded windows and an odd PatchMerging.
     window_size=(3, 4, 4),
     num_frames=8,
-    image_size=56,
+    crop_size=56,
     time_pruning_loc=(),
 )
 
@@ -464,6 +473,25 @@ class VideoSwin(nn.Module):
     def selectors(self) -> list[TemporalSelector | SpatialSelector]:
         return self.backbone.selectors()
 
+    def selection_steps(self) -> list[SelectionStep]:
+        """Each selector and the token grid it runs on, in forward order (for `stts.explain`)."""
+        backbone, cfg = self.backbone, self.cfg
+        steps: list[SelectionStep] = []
+        if cfg.time_pruning_loc:
+            steps.append(
+                SelectionStep(backbone.time_score_predictor[0], cfg.patch_size[0], cfg.patch_size[1])
+            )
+        spatial = dict(
+            zip(backbone._space_stages, getattr(backbone, "space_score_predictor", ()), strict=True)
+        )
+        side, cell = cfg.num_patches[1], cfg.patch_size[1]
+        for s in range(len(cfg.depths)):
+            if s in spatial:
+                steps.append(SelectionStep(spatial[s], cfg.patch_size[0], cell, side))
+                side = spatial[s].anchor
+            side, cell = -(-side // 2), cell * 2  # PatchMerging pads to even, then halves
+        return steps
+
     def forward(self, x: Tensor) -> Tensor:
         return self.cls_head(self.backbone(x))
 
@@ -515,3 +543,100 @@ def convert_torchvision_swin3d(state_dict: dict[str, Tensor]) -> dict[str, Tenso
 
 
 convert_torchvision_swin3d_b = convert_torchvision_swin3d  # the Swin-B name; t and s share the layout
+
+
+def convert_state(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Any Video Swin layout `stts` knows → ours: torchvision's `swin3d_*`, or mmcv / ours (the same names,
+    unchanged)."""
+    if any(k.startswith("features.") for k in state_dict):
+        return convert_torchvision_swin3d(state_dict)
+    return dict(state_dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Optimizer groups of the official recipe
+
+# mmcv's paramwise_cfg.custom_keys of the official configs (spec §6.2): key → (lr_mult, decay_mult)
+CUSTOM_KEYS = {
+    "relative_position_bias_table": (1.0, 0.0),
+    "absolute_pos_embed": (1.0, 0.0),
+    "norm": (1.0, 0.0),
+}
+
+
+def param_groups(model: nn.Module, weight_decay: float, selector_lr_mult: float) -> list[dict]:
+    """mmcv's default optimizer constructor with the configs' ``custom_keys`` (spec §6.2): keys tried
+    longest first, the first substring of the full parameter name wins; one group per key. The selectors
+    ("predictor") learn at ``selector_lr_mult`` × lr (0.001 in the recipe)."""
+    custom = {**CUSTOM_KEYS, SELECTOR_KEY: (selector_lr_mult, 1.0)}
+    order = sorted(custom, key=len, reverse=True)
+    groups: dict[str, list] = {key: [] for key in [*order, "default"]}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = next((k for k in order if k in name), "default")
+        groups[key].append(param)
+    out = []
+    for key, params in groups.items():
+        if not params:
+            continue
+        lr_mult, decay_mult = custom.get(key, (1.0, 1.0))
+        out.append(
+            {
+                "params": params,
+                "weight_decay": weight_decay * decay_mult,
+                "name": key,
+                "lr_mult": lr_mult,
+                "kind": "selector" if key == SELECTOR_KEY else "backbone",
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The family's spec
+
+# spec §6.2: 1 video per GPU per iteration, 8 iterations per step; AdamW 3e-4; cosine by epoch with a
+# 0.8-epoch warm-up counted in iterations; selectors at 0.001 × lr; σ 0.05 constant; no clipping, no
+# mixup. Evaluation (spec §7.1): 4 clips × 3 crops, softmaxes averaged; validation during training: one
+# centre clip of a 256 resize (spec §8.2).
+SWIN_RECIPE = Recipe(
+    clip="swin",
+    val_clip="swin_val",
+    aggregation="mean",
+    train={
+        "training": {"epochs": 10, "batch_size": 1, "num_sample": 1, "grad_accum": 8},
+        "optim": {
+            "lr": 3e-4,
+            "min_lr": 0.0,
+            "weight_decay": 0.05,
+            "lr_schedule": "cosine_epoch",
+            "warmup_epochs": 0.8,
+            "warmup_ratio": 0.1,
+            "selector_lr_mult": 0.001,
+            "clip_grad": None,
+        },
+        "selection": {"sigma": 0.05, "sigma_decay": False},
+        "loss": {"mixup": False, "label_smoothing": 0.0},
+        "eval": {"eval_every": 5},
+    },
+    default_model="swin_b_32x2_t0.5",
+    plain_model="swin_b_32x2",
+)
+
+SPEC = register_family(
+    FamilySpec(
+        name="swin",
+        model=VideoSwin,
+        config=SwinConfig,
+        variants=SWIN_CONFIGS,
+        recipe=SWIN_RECIPE,
+        flops_convention="mmcv",
+        param_groups=param_groups,
+        head_prefixes=("cls_head.",),
+        # the official Swin selects frames only, before stage 0; spatial selection needs its stage given
+        default_locs={"time_pruning_loc": SwinConfig().time_pruning_loc},
+        convert_state=convert_state,
+        legacy_config_keys={"image_size": "crop_size"},
+    )
+)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import stts
-from stts.engine.config import RECIPES, TrainConfig, apply_settings, load_config, save_config
-from stts.engine.optim import Schedule, mvit_param_groups, param_groups, swin_param_groups
+from stts.engine.config import RECIPES, ConfigError, TrainConfig, apply_settings, load_config, save_config
+from stts.engine.optim import Schedule, param_groups
 from stts.engine.trainer import _deepspeed_config, specs_for
+from stts.models.mvit import param_groups as mvit_param_groups
+from stts.models.swin import param_groups as swin_param_groups
 
 MVIT, SWIN = RECIPES["mvit"], RECIPES["swin"]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 # ------------------------------------------------------------------------------------------ schedules
@@ -101,7 +106,7 @@ def test_swin_param_groups_by_name_longest_key_first():
         else:  # Linear biases included
             assert (g["name"], g["weight_decay"]) == ("default", 0.05)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    alt = param_groups(model, replace(SWIN, selector_lr_mult=1.0))
+    alt = param_groups(model, apply_settings(SWIN, {"selector_lr_mult": 1.0}))
     assert next(g for g in alt if g["name"] == "predictor")["lr_mult"] == 1.0
 
 
@@ -113,49 +118,93 @@ def test_set_parses_typed_values_and_nested_keys():
         MVIT,
         [
             "lr=3e-4",
-            "epochs=5",
+            "training.epochs=5",
             "clip_grad=null",
-            "mixup=false",
+            "loss.mixup=false",
             "aug.randaugment=null",
             "model.t_ratio=0.5",
             "val_views=[2, 1]",
             "min_lr=0",
+            "clip.sampling_rate=2",
         ],
     )
-    assert cfg.lr == 3e-4 and cfg.epochs == 5 and cfg.clip_grad is None and cfg.mixup is False
-    assert cfg.aug == {"randaugment": None} and cfg.model_overrides == {"t_ratio": 0.5}
-    assert cfg.val_views == (2, 1) and cfg.min_lr == 0.0 and isinstance(cfg.min_lr, float)
+    assert cfg.optim.lr == 3e-4 and cfg.training.epochs == 5 and cfg.optim.clip_grad is None
+    assert cfg.loss.mixup is False and cfg.aug.values == {"randaugment": None}
+    assert cfg.clip.sampling_rate == 2 and cfg.model.overrides == {"time_left_ratio": 0.5}
+    assert cfg.eval.val_views == (2, 1) and cfg.optim.min_lr == 0.0 and isinstance(cfg.optim.min_lr, float)
+    # flat keys of earlier versions and mappings of a section
+    again = apply_settings(MVIT, {"model": "mvit_debug", "model_overrides": {"t_ratio": 0.5}, "data": "/x",
+                                  "optim": {"lr": 3e-4}})  # fmt: skip
+    assert (again.model.name, again.model.overrides, again.data.shards) == (
+        "mvit_debug",
+        {"time_left_ratio": 0.5},
+        "/x",
+    )
+    assert again.optim.lr == 3e-4
 
 
 @pytest.mark.parametrize(
-    "setting, message",
+    "setting, key, message",
     [
-        ("lrr=1", "no field 'lrr'"),
-        ("lr", "key=value"),
-        ("mixup=maybe", "true or false"),
-        ("epochs=0", "epochs must be >= 1"),
-        ("foo.bar=1", "only aug"),
-        ("epochs=null", "cannot be empty"),
+        ("lrr=1", "lrr", "no such setting (did you mean lr?)"),
+        ("lr", "lr", "key=value"),
+        ("mixup=maybe", "loss.mixup", "true or false"),
+        ("epochs=0", "training.epochs", "must be >= 1"),
+        ("foo.bar=1", "foo.bar", "no such section"),
+        ("epochs=null", "training.epochs", "cannot be null"),
+        ("grad_accum=two", "training.grad_accum", "expected an integer"),
+        ("aug.foo=1", "aug.foo", "no such field of AugmentSpec"),
+        ("aug.rrc_scale=0.5", "aug.rrc_scale", "expected a list"),
+        ("clip.num_framez=8", "clip.num_framez", "did you mean num_frames"),
+        ("optim.lrr=1", "optim.lrr", "did you mean lr"),
+        ("model.depthh=3", "model.depthh", "no such option (did you mean depth?)"),
+        ("model.t_ratio=0", "model.t_ratio", "time_left_ratio must be in (0, 1]"),
+        ("model.num_classes=3", "model.num_classes", "no such option"),
+        ("model.name=mvit_l", "model.name", "unknown model 'mvit_l'"),
+        ("lr_schedule=step", "optim.lr_schedule", "must be one of two_rate"),
     ],
 )
-def test_set_rejects_bad_settings(setting, message):
-    with pytest.raises(ValueError, match=message):
+def test_set_rejects_bad_settings_naming_the_key(setting, key, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
         apply_settings(MVIT, [setting])
+    assert err.value.key == key and str(err.value).startswith(f"{key}: ")
+    assert isinstance(err.value, ValueError)
 
 
 def test_config_yaml_round_trip(tmp_path):
     cfg = apply_settings(
-        SWIN, {"data": "/x", "model_overrides": {"t_ratio": 0.5}, "aug": {"rrc_scale": (0.5, 1.0)}}
+        SWIN, {"data": "/x", "model.t_ratio": 0.5, "aug.rrc_scale": (0.5, 1.0), "aug.randaugment": None}
     )
     again = load_config(save_config(cfg, tmp_path / "config.yaml"))
-    assert again.to_dict() == cfg.to_dict()
-    (tmp_path / "bad.yaml").write_text("epochz: 3\n")
-    with pytest.raises(ValueError, match="unknown fields epochz"):
+    assert again == cfg and again.to_dict() == cfg.to_dict()
+    assert again.aug.values == {"rrc_scale": (0.5, 1.0), "randaugment": None}  # null kept apart from unset
+    (tmp_path / "bad.yaml").write_text("training:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="training.epochz: no such field"):
         load_config(tmp_path / "bad.yaml")
 
 
+def test_a_config_yaml_of_the_previous_version_loads_as_the_same_run(tmp_path):
+    """The flat config.yaml that 0.1 wrote (a real one, kept in tests/fixtures) reads as the sections the
+    same command gives today; an unknown key is a ConfigError naming it."""
+    old = load_config(FIXTURES / "run-0.1" / "config.yaml")
+    today = apply_settings(
+        MVIT,
+        {"model": "mvit_debug_t0.5_s0.5", "data": "/tmp/i12old/shards", "out": "/tmp/i12old/run", "epochs": 2,
+         "batch_size": 2, "num_threads": 1, "decoder": "dali-cpu", "seed": 3, "max_steps": 2, "num_sample": 1,
+         "tensorboard": False, "frozen_backbone_epochs": 0, "val_split": None, "checkpoint_every": 2},
+    )  # fmt: skip
+    assert old == today
+    assert old.optim.lr_schedule == "two_rate" and old.optim.param_groups == "mvit" and old.recipe == "mvit"
+    flat = yaml.safe_load((FIXTURES / "run-0.1" / "config.yaml").read_text())
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**flat, "sigmaa": 0.1}))
+    with pytest.raises(ConfigError, match="sigmaa: unknown field") as err:
+        load_config(tmp_path / "c.yaml")
+    assert err.value.key == "sigmaa"
+
+
 def test_recipes_are_the_official_values():
-    assert (MVIT.lr, MVIT.min_lr, MVIT.epochs, MVIT.num_sample, MVIT.clip_grad, MVIT.sigma) == (
+    o, t = MVIT.optim, MVIT.training
+    assert (o.lr, o.min_lr, t.epochs, t.num_sample, o.clip_grad, MVIT.selection.sigma) == (
         1e-4,
         1e-6,
         20,
@@ -163,29 +212,33 @@ def test_recipes_are_the_official_values():
         1.0,
         0.1,
     )
-    assert MVIT.mixup and MVIT.label_smoothing == 0.1 and MVIT.frozen_backbone_epochs == 3.0
-    assert (SWIN.lr, SWIN.grad_accum, SWIN.selector_lr_mult, SWIN.sigma, SWIN.sigma_decay) == (
+    assert MVIT.loss.mixup and MVIT.loss.label_smoothing == 0.1 and o.frozen_backbone_epochs == 3.0
+    assert (o.lr_schedule, o.param_groups, MVIT.recipe, MVIT.model.name) == ("two_rate", "mvit", "mvit",
+                                                                            "mvit_b_16x4_t0.6_s0.9")  # fmt: skip
+    o, t = SWIN.optim, SWIN.training
+    assert (o.lr, t.grad_accum, o.selector_lr_mult, SWIN.selection.sigma, SWIN.selection.sigma_decay) == (
         3e-4,
         8,
         0.001,
         0.05,
         False,
     )
-    assert SWIN.clip_grad is None and not SWIN.mixup and SWIN.warmup_epochs == 0.8
+    assert o.clip_grad is None and not SWIN.loss.mixup and o.warmup_epochs == 0.8
+    assert (o.lr_schedule, SWIN.model.name, SWIN.eval.eval_every) == ("cosine_epoch", "swin_b_32x2_t0.5", 5)
 
 
 def test_deepspeed_config_fills_the_autos(tmp_path):
-    cfg = replace(MVIT, zero=2, grad_accum=4, mixed_precision="bf16")
+    cfg = apply_settings(MVIT, {"zero": 2, "grad_accum": 4, "mixed_precision": "bf16"})
     ds = _deepspeed_config(cfg, clips_per_iter=6)
     assert ds["zero_optimization"]["stage"] == 2
     assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (6, 4)
     assert ds["gradient_clipping"] == 1.0 and ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     own = tmp_path / "ds.json"
     own.write_text(json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 1}}))
-    ds = _deepspeed_config(replace(MVIT, deepspeed=str(own)), clips_per_iter=6)
+    ds = _deepspeed_config(apply_settings(MVIT, {"deepspeed": str(own)}), clips_per_iter=6)
     assert ds["train_micro_batch_size_per_gpu"] == 3 and ds["gradient_accumulation_steps"] == 1
-    with pytest.raises(ValueError, match="not both"):
-        replace(MVIT, deepspeed=str(own), zero=1)
+    with pytest.raises(ConfigError, match="not both"):
+        apply_settings(MVIT, {"deepspeed": str(own), "zero": 1})
 
 
 def test_clip_specs_follow_the_model_input():
@@ -194,9 +247,11 @@ def test_clip_specs_follow_the_model_input():
     assert (clip.num_frames, clip.crop_size, clip.sampling_rate) == (8, 64, 4)
     assert clip.short_side == round(256 * 64 / 224) and aug.clip == clip and aug.randaugment == (4, 7)
     clip, aug = specs_for(
-        replace(SWIN, aug={"flip_prob": 0.0}), stts.build_model("swin_debug_t0.5"), train=False
+        apply_settings(SWIN, {"aug.flip_prob": 0.0}), stts.build_model("swin_debug_t0.5"), train=False
     )
     assert clip.num_clips == 1 and aug.flip_prob == 0.0 and aug.train_short_side >= clip.crop_size
+    # Swin validates during training as the official config does: one centre clip of a 256/224 resize
+    assert clip.short_side == round(256 * 56 / 224)
 
 
 def test_cli_build_config_picks_model_and_recipe():
@@ -217,15 +272,15 @@ def test_cli_build_config_picks_model_and_recipe():
         return build_config(**{**args, **kw})
 
     cfg = build(backbone="swin", t_ratio=0.5)
-    assert (cfg.model, cfg.model_overrides, cfg.recipe, cfg.grad_accum) == (
+    assert (cfg.model.name, cfg.model.overrides, cfg.recipe, cfg.training.grad_accum) == (
         "swin_b_32x2",
-        {"t_ratio": 0.5},
+        {"time_left_ratio": 0.5},
         "swin",
         8,
     )
-    assert build(backbone="mvit").model == "mvit_b_16x4_t0.6_s0.9"
+    assert build(backbone="mvit").model.name == "mvit_b_16x4_t0.6_s0.9"
     cfg = build(model="mvit_debug_t0.5_s0.5", strategy="random", sets=["epochs=3"])
-    assert cfg.recipe == "mvit" and cfg.model_overrides == {"strategy": "random"} and cfg.epochs == 3
+    assert cfg.recipe == "mvit" and cfg.model.overrides == {"strategy": "random"} and cfg.training.epochs == 3
     with pytest.raises(ValueError, match="temporal selection only"):
         build(backbone="swin", s_ratio=0.5)
     with pytest.raises(ValueError, match="say what to train"):
@@ -235,5 +290,5 @@ def test_cli_build_config_picks_model_and_recipe():
 
 
 def test_train_config_defaults_are_valid():
-    assert TrainConfig().recipe == "mvit"
+    assert TrainConfig().recipe == "mvit" and TrainConfig().data.recipe is None  # the model's family
     assert torch.optim.AdamW(param_groups(stts.build_model("mvit_debug"), MVIT), lr=1e-4)

@@ -91,17 +91,17 @@ def test_aggregation_names_and_bad_labels():
     with pytest.raises(ValueError, match="aggregation"):
         aggregation_of("max")
     with pytest.raises(ValueError, match="classes"):
-        evaluate(FakeModel(), fake_loader(), classes=CLASSES[:2], count_flops=False)
+        evaluate(FakeModel(), fake_loader(), classes=CLASSES[:2], recipe_aggregation="sum", count_flops=False)
     with pytest.raises(ValueError, match="no views"):
-        evaluate(FakeModel(), [], classes=CLASSES, count_flops=False)
+        evaluate(FakeModel(), [], classes=CLASSES, recipe_aggregation="sum", count_flops=False)
 
 
 def test_flops_counted_in_the_family_convention():
     model = build_model("swin_debug_t0.5", num_classes=2)
     batch = SimpleNamespace(video=torch.zeros(1, 3, 8, 56, 56), label=torch.tensor([0]), key=["x"],
                             view=torch.tensor([0]))  # fmt: skip
-    result = evaluate(model, [batch], classes=["p", "q"], recipe_aggregation="swin")
-    assert result.flops_convention == "mmcv" and result.gflops_per_view > 0
+    result = evaluate(model, [batch], classes=["p", "q"])  # aggregation and convention: the model's spec
+    assert result.flops_convention == "mmcv" and result.gflops_per_view > 0 and result.aggregation == "mean"
     assert result.selection is None  # no clip spec on this loader: nothing to score against
 
 

@@ -213,7 +213,8 @@ def test_state_dict_keys_order_and_shapes(stts_model):
     got = [(k, tuple(v.shape)) for k, v in stts_model.state_dict().items()]
     assert got == expected
     assert sum(math.prod(s) for _, s in expected) == 36_912_498  # the table itself adds up (§2.6)
-    assert list(stts_model.buffers()) == []
+    # no buffer reaches the state dict: the selectors' σ is a non-persistent buffer
+    assert [n.rpartition(".")[2] for n, _ in stts_model.named_buffers()] == ["sigma_t", "sigma_t"]
     # parameters() order too (optimizer groups, checkpoint tools)
     assert [k for k, _ in stts_model.named_parameters()] == [k for k, _ in expected]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import stts
 from cli.main import app
 from stts.checkpoint import CheckpointError, save_checkpoint
 from stts.flops import gflops
+from stts.registry import spec_of
 from stts.zoo import ZOO
 
 ZOO_NAMES = [
@@ -37,15 +39,65 @@ def test_every_zoo_name_and_a_debug_flavour_per_family():
     assert stts.list_models("swin") == [n for n in names if n.startswith("swin")]
 
 
-@pytest.mark.parametrize("name", ["mvit_debug", "mvit_debug_t0.5_s0.5", "swin_debug", "swin_debug_t0.5"])
-def test_debug_models_give_logits_in_train_and_eval(name):
+def _full_size(name: str) -> bool:
+    """Zoo-size inputs (16-32 frames of 224²) take seconds to minutes per step on a CPU: `slow`."""
+    return math.prod(stts.input_shape(stts.model_config(name))) > 100_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if _full_size(n) else n for n in stts.list_models()],
+)
+def test_every_registered_model_trains_and_evaluates(name):
+    """timm's registry-wide test: logits of the right shape in train and eval mode, finite, and one
+    training step reaches every parameter (the scorers through the perturbed top-k at σ > 0)."""
+    torch.manual_seed(0)
     model = stts.build_model(name, num_classes=5)
+    spec = spec_of(model)
+    assert spec is spec_of(name) and name in spec.variants and model.model_name == name
+    assert len(model.selection_steps()) == len(list(model.selectors()))  # what `stts.explain` reads
     x = torch.randn(stts.input_shape(model, batch=2))
-    for mode in (True, False):
-        model.train(mode)
+    model.eval()
+    with torch.no_grad():
         out = model(x)
-        assert out.shape == (2, 5) and torch.isfinite(out).all()
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
     assert not torch.allclose(out.softmax(-1).sum(-1), out.sum(-1))  # logits, not probabilities
+    model.train()
+    for selector in model.selectors():
+        selector.sigma = 0.1
+    out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.tensor([1, 3])).backward()
+    named = dict(model.named_parameters())
+    assert [n for n, p in named.items() if p.grad is None] == []
+    assert [n for n, p in named.items() if not torch.isfinite(p.grad).all()] == []
+    for selector in model.selectors():  # the last bias of a scorer gets 0: min-max scores ignore shifts
+        assert any(p.grad.abs().sum() > 0 for p in selector.parameters())
+
+
+@pytest.mark.parametrize("family", stts.registry.list_families())
+def test_every_family_spec_is_complete(family):
+    """What code outside the model file asks of a family resolves: recipe, views, FLOPs convention,
+    optimizer groups, a debug flavour, its checkpoint conversion of its own layout."""
+    from pipelines.augment import AUG_SPECS
+    from stts.engine import recipe_for
+    from stts.flops import CONVENTIONS
+
+    spec = stts.registry.family_spec(family)
+    debug = [n for n in spec.variants if "debug" in n]
+    assert debug and not any(_full_size(n) for n in debug)
+    assert spec.flops_convention in CONVENTIONS
+    assert {spec.recipe.clip, spec.recipe.val_clip} <= set(AUG_SPECS)
+    cfg = recipe_for(family)  # every value of the recipe is a valid TrainConfig value
+    assert cfg.model == spec.recipe.default_model and spec_of(cfg.model) is spec
+    model = stts.build_model(debug[0], num_classes=3)
+    groups = spec.param_groups(model, 0.05, 0.5)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters())
+    assert all({"params", "weight_decay", "name", "lr_mult", "kind"} <= set(g) for g in groups)
+    state = model.state_dict()
+    assert list(spec.convert_state(state)) == list(state)
+    head = [k for k in state if k.startswith(spec.head_prefixes)]
+    assert head and all(v.shape[0] == 3 for k, v in state.items() if k in head)
 
 
 def test_ratio_overrides_are_literal_and_add_the_selection_where_missing():

@@ -112,7 +112,7 @@ def test_perturbed_topk_backward_is_the_diagonal_formula():
 
 def test_zero_sigma_gives_zero_gradient():
     s = torch.rand(2, 5, requires_grad=True)
-    PerturbedTopK.apply(s, 2, 0.0, torch.randn(2, 10, 5)).sum().backward()
+    PerturbedTopK.apply(s, 2, torch.tensor(0.0), torch.randn(2, 10, 5)).sum().backward()
     assert torch.equal(s.grad, torch.zeros(2, 5))
 
 
