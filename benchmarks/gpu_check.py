@@ -793,7 +793,7 @@ def goals(check: Check) -> list[dict]:
         "goal": "inference speed-up against the FLOPs ratio (bf16, batch 16), every STTS model",
         "target": f">= {INFERENCE_GOAL:.0%} of the FLOPs ratio", "figure": None if worst is None else worst[1]["efficiency"],
         "measured": "—" if worst is None else f"lowest {worst[1]['efficiency']:.0%} ({worst[0]}: {worst[1]['speedup']:.2f}x "
-                    f"at a FLOPs ratio of {worst[1]['flops_ratio']:.2f}x; {len(sel)} models)",
+                    f"at a FLOPs ratio of {worst[1]['flops_ratio']:.2f}x; {len(sel)} STTS model{'s' * (len(sel) != 1)})",
         "verdict": verdict(None if worst is None else worst[1]["efficiency"] >= INFERENCE_GOAL, "no inference row"),
     })  # fmt: skip
     return out
@@ -862,7 +862,7 @@ def markdown(check: Check, results: dict) -> str:
             mb = _f(k["bytes"] / 1e6) if k.get("bytes") else "—"
             secs = "cached" if k.get("cached") else _f(k.get("seconds"), "{:.0f}")
             lines.append(
-                f"| {kind} | `{k['options']}` | {k.get('samples', '—')} | {mb} | {k.get('codecs') or '—'} | {secs} |"
+                f"| {kind} | `{k['options']}` | {k.get('samples', '—')} | {mb} | {', '.join(f'{c} × {n}' for c, n in (k.get('codecs') or {}).items()) or '—'} | {secs} |"
             )
     lo = check.step("loader")
     if lo and lo.data.get("rows"):

@@ -431,3 +431,66 @@ def test_the_installed_nvidia_package_still_imports_the_machines_nvidia_modules(
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["private", "machine"]
+
+
+def test_a_gpu_run_s_result_puts_each_goal_beside_its_figure(tmp_path):
+    """The GPU branches of the result file, from step data shaped as the steps write it on a GPU machine."""
+    info = {
+        "host": "h",
+        "cpu": "Xeon",
+        "cores": 16,
+        "memory_gib": 128,
+        "gpu": "NVIDIA H200",
+        "python": "3.12.3",
+    }
+    check = gpu_check.Check(False, 480, tmp_path / "out", tmp_path / "work", _env(), info)
+    steps = [gpu_check.Step(n, t, w, fn) for n, t, w, fn in gpu_check.STEPS]
+    check.steps = steps
+    for s in steps:
+        s.status = "ok"
+    data = {s.name: s.data for s in steps}
+    data["versions"].update(
+        torch="2.11.0+cu130", torch_cuda="13.0", dali="2.4.0", dali_wheel="nvidia-dali-cuda130", av="18.1.0",
+        python="3.12.3", gpus=[{"name": "NVIDIA H200", "memory_gib": 139.8, "capability": "9.0", "sms": 132}],
+        nvml={"driver": "580.65", "cuda_driver": "13.0", "gpus": [{"name": "NVIDIA H200", "nvdec_engines": 7}]},
+    )  # fmt: skip
+    data["shards"].update(videos={"count": 64, "seconds": 10.0, "frame": "340x256", "content": "H.264"},
+                          kinds={"raw": {"folder": "x", "options": "", "samples": 64, "bytes": 5e7, "codecs": {"h264": 64}}})  # fmt: skip
+    row = {"shards": "reenc-h264", "clips": 960, "seconds": 0.4, "frames_per_clip": 31.0,
+           "nvml": {"nvdec_util": 71.0, "sm_util": 40.0, "samples": 9}}  # fmt: skip
+    data["loader"].update(batch_size=8, workers=16, dtype="bfloat16", row_seconds=7.5, rows=[
+        {**row, "loader": "ours-dali-gpu [full]", "clips_per_s": 2400.0},
+        {**row, "loader": "ours-dali-gpu [full]", "shards": "raw", "clips_per_s": 900.0},
+        {**row, "loader": "ours-pyav [full]", "clips_per_s": 300.0, "nvml": None, "frames_per_clip": None},
+    ])  # fmt: skip
+    pair = {"baseline": "mvit_b_16x4", "stts": "mvit_b_16x4_t0.6_s0.9", "clips": 4, "baseline_s": 0.2, "stts_s": 0.1,
+            "speedup": 2.0, "baseline_peak_mib": 20000.0, "stts_peak_mib": 12000.0,
+            "stts_data_wait": {"share": 0.031, "passes": 2, "build_s": 1.0}}  # fmt: skip
+    data["train"]["runs"] = {"mvit_b_16x4": {"status": "ok", "results": {"pairs": [pair], "notes": []}},
+                             "swin_b_32x2": {"status": "not run", "error": "20 s left"}}  # fmt: skip
+    models = {"mvit_b_16x4": {"gflops": 70.5, "seconds": 0.1, "speedup": 1.0, "flops_ratio": 1.0, "efficiency": 1.0},
+              "mvit_b_16x4_t0.4_s0.6": {"gflops": 20.0, "seconds": 0.04, "speedup": 2.5, "flops_ratio": 3.5,
+                                        "efficiency": 2.5 / 3.5}}  # fmt: skip
+    data["inference"]["runs"] = [
+        {"args": ["--family", "mvit"], "status": "ok", "results": {"batch": 16, "models": models}}
+    ]
+    path = check.write()
+    assert path.name.endswith("-gpu-nvidia-h200.md")
+    goals = {
+        g["goal"].split(":")[0].split(" ")[0]: g
+        for g in json.loads(path.with_suffix(".json").read_text())["results"]["goals"]
+    }
+    assert goals["loader"]["figure"] == 2400.0 and goals["loader"]["verdict"] == "met"
+    assert "reenc-h264 shards" in goals["loader"]["measured"]
+    assert goals["data"]["figure"] == 0.031 and goals["data"]["verdict"] == "met"
+    assert goals["inference"]["verdict"] == "missed" and "71%" in goals["inference"]["measured"]
+    text = path.read_text()
+    assert "| NVIDIA H200 | 139.8 | 9.0 | 132 | 7 |" in text  # NVDEC engines beside the GPU
+    assert "| ours-dali-gpu [full] | reenc-h264 | 2,400.0 | 960 | 31.0 | 71 | 40 |" in text
+    assert (
+        "| mvit_b_16x4 → mvit_b_16x4_t0.6_s0.9 | 4 | 0.200 → 0.100 | 20.0 → 40.0 | 2.00x | 20,000 → 12,000 | 3.1% |"
+        in text
+    )
+    assert "| swin_b_32x2 |" in text and "not run: 20 s left" in text
+    assert "| mvit_b_16x4_t0.4_s0.6 | 20.0 | 400.0 | 2.50x | 3.50x | 71% |" in text
+    assert "CPU smoke" not in text and "**met**" in text and "**missed**" in text
