@@ -33,58 +33,85 @@ from shards.reencode import ReencodeSpec, reencode  # noqa: E402
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 
 
-def make_corpus(n: int, seconds: float) -> Path:
-    import av
-    import numpy as np
+LEGACY_SIZE = (480, 360)
 
-    root = CACHE / f"kinetics_like_{n}x{seconds:g}s"
+
+def make_corpus(n: int, seconds: float, size: tuple[int, int] = LEGACY_SIZE, workers: int = 1) -> Path:
+    """``n`` Kinetics-like videos of ``seconds`` (H.264 + AAC, 30 fps, x264's default GOP of 250, class
+    folders) of ``size`` (width, height), cached under .cache/bench/. The 480x360 corpus is drawn from one
+    random stream, video after video (as the cached corpora and past results were made), so it is made
+    in one process; other sizes draw each video from its own stream and are made by ``workers``
+    processes."""
+    root = CACHE / (
+        f"kinetics_like_{n}x{seconds:g}s" + ("" if size == LEGACY_SIZE else f"_{size[0]}x{size[1]}")
+    )
     done = root / ".complete"
     if done.exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
     classes = kinetics400_classes()
-    rng = np.random.default_rng(0)
-    frames = int(seconds * 30)
-    h, w = 360, 480
-    yy, xx = np.mgrid[0:h, 0:w]
+    paths = []
     for i in range(n):
         label = classes[i % 20]
-        path = root / "train" / label / f"bench{i:06d}x_{i:06d}_{i + 10:06d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
-            vs = c.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "21"})
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            aus = c.add_stream("aac", rate=44100)
-            apts = 0
-            phase = rng.uniform(0, 6.28, 3)
-            base = np.stack(
-                [
-                    128 + 100 * np.sin(xx / 17 + phase[0]),
-                    128 + 100 * np.sin(yy / 13 + phase[1]),
-                    128 + 100 * np.sin((xx + yy) / 23 + phase[2]),
-                ],
-                -1,
-            )
-            noise = rng.normal(0, 3, (8, h, w, 3))
-            for t in range(frames):
-                # a drifting pattern plus grain: about the bitrate of a Kinetics clip (~1 Mbit/s)
-                img = np.roll(base, (t // 2, t), axis=(0, 1)) + noise[t % 8]
-                vf = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
-                vf.pts = t
-                for p in vs.encode(vf):
-                    c.mux(p)
-                af = av.AudioFrame.from_ndarray(
-                    rng.normal(0, 0.05, (1, 1470)).astype(np.float32), format="fltp", layout="mono"
-                )
-                af.sample_rate, af.pts = 44100, apts
-                apts += 1470
-                for p in aus.encode(af):
-                    c.mux(p)
-            for s in (vs, aus):
-                for p in s.encode(None):
-                    c.mux(p)
+        paths.append(root / "train" / label / f"bench{i:06d}x_{i:06d}_{i + 10:06d}.mp4")
+        paths[-1].parent.mkdir(parents=True, exist_ok=True)
+    if size == LEGACY_SIZE:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        for path in paths:
+            _write_video(path, seconds, size, rng)
+    else:
+        import concurrent.futures as cf
+
+        with cf.ProcessPoolExecutor(max(1, min(workers, n))) as pool:
+            list(pool.map(_write_video, paths, [seconds] * n, [size] * n, [(0, i) for i in range(n)]))
     done.touch()
     return root
+
+
+def _write_video(path: Path, seconds: float, size: tuple[int, int], rng) -> None:
+    """One video; ``rng`` a numpy Generator, or a seed for a new one."""
+    import av
+    import numpy as np
+
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    frames = int(seconds * 30)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
+        vs = c.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "21"})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = c.add_stream("aac", rate=44100)
+        apts = 0
+        phase = rng.uniform(0, 6.28, 3)
+        base = np.stack(
+            [
+                128 + 100 * np.sin(xx / 17 + phase[0]),
+                128 + 100 * np.sin(yy / 13 + phase[1]),
+                128 + 100 * np.sin((xx + yy) / 23 + phase[2]),
+            ],
+            -1,
+        )
+        noise = rng.normal(0, 3, (8, h, w, 3))
+        for t in range(frames):
+            # a drifting pattern plus grain: about the bitrate of a Kinetics clip (~1 Mbit/s)
+            img = np.roll(base, (t // 2, t), axis=(0, 1)) + noise[t % 8]
+            vf = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
+            vf.pts = t
+            for p in vs.encode(vf):
+                c.mux(p)
+            af = av.AudioFrame.from_ndarray(
+                rng.normal(0, 0.05, (1, 1470)).astype(np.float32), format="fltp", layout="mono"
+            )
+            af.sample_rate, af.pts = 44100, apts
+            apts += 1470
+            for p in aus.encode(af):
+                c.mux(p)
+        for s in (vs, aus):
+            for p in s.encode(None):
+                c.mux(p)
 
 
 def files_of(root: Path) -> list[Path]:
