@@ -127,7 +127,7 @@ def test_eval_bad_input_one_line(setup, extra, message):
 
 @needs_dali
 def test_two_processes_cover_every_view_once(setup, tmp_path):
-    """torchrun, 2 CPU processes over gloo (the NCCL twin is in tests/stts/test_gpu.py): each rank
+    """torchrun, 2 CPU processes over gloo (the NCCL twin is in tests/stts/test_gpu_train.py): each rank
     evaluates its slice; the gathered result has every (video, view) exactly once, as one process has."""
     import os
     import shutil
