@@ -33,6 +33,16 @@ With CUDA the same tables get ``dali-gpu`` rows (its per-device decode settings,
 flag is needed. Goals are checked against the previous result of this machine (``--baseline``).
 
     .venv/bin/python benchmarks/bench_loader.py [--quick] [--clips 192] [--rounds 2]
+
+For other callers (`benchmarks/gpu_check.py`): ``--shards KIND=DIR,...`` measures given shard folders
+instead of making the corpus; ``--only`` picks loaders, measured in the order given (what matters most
+first, in case the caller's time runs out); ``--aug`` our loader's augmentations (``peers`` above, the
+peers' work; ``full``: the MViT recipe with RandAugment and random erasing, rows named ``ours-X [full]``;
+the peers run only with ``peers``); ``--dtype`` the batches' dtype (`build_loader`'s ``dtype``);
+``--row-seconds`` starts no new pass of a row after that much wall time; ``--json FILE`` rewrites FILE with
+the rows after every row (a failing row recorded with its error, the others still run; each row's timed
+windows in wall-clock time, for a sampler running beside it); ``--eval-videos 0`` leaves the evaluation out.
+With CUDA every timed part ends with a device synchronisation, so GPU work queued for its batches counts.
 """
 
 from __future__ import annotations
@@ -200,11 +210,18 @@ def peer_batches(shards: Path, backend: str, batch_size: int, workers: int, epoc
         yield video.shape[0]
 
 
-def _recipe():
+AUGS = ("peers", "full")
+
+
+def _recipe(aug: str = "peers"):
+    """The MViT clip with our loader's augmentation: ``peers`` (the peers' work: random resized crop, flip,
+    normalise) or ``full`` (the recipe's, + RandAugment and random erasing)."""
     from pipelines.augment import MVIT_AUG
     from pipelines.sampling import MVIT_CLIP
 
-    return MVIT_CLIP, replace(MVIT_AUG, randaugment=None, erase_prob=0.0)  # the peers' work
+    if aug not in AUGS:
+        raise ValueError(f"unknown augmentation {aug!r}; choose from {', '.join(AUGS)}")
+    return MVIT_CLIP, MVIT_AUG if aug == "full" else replace(MVIT_AUG, randaugment=None, erase_prob=0.0)
 
 
 def _threads(decoder: str, workers: int) -> dict:
@@ -212,14 +229,19 @@ def _threads(decoder: str, workers: int) -> dict:
     return {} if decoder == "dali-gpu" else {"num_threads": workers}
 
 
-def ours_batches(shards: Path, decoder: str, batch_size: int, workers: int, epoch: int, stats: dict):
+def ours_batches(
+    shards: Path, decoder: str, batch_size: int, workers: int, epoch: int, stats: dict, aug: str = "peers",
+    dtype: str = "float32",
+):  # fmt: skip
     """Our loader's batches (clips per batch); its frames decoded per clip are added to ``stats``."""
+    import torch
+
     from pipelines import build_loader
 
     device = "cuda" if decoder == "dali-gpu" else "cpu"
     loader = build_loader(
-        shards, "train", _recipe(), batch_size=batch_size, decoder=decoder, epoch=epoch, device=device,
-        **_threads(decoder, workers),
+        shards, "train", _recipe(aug), batch_size=batch_size, decoder=decoder, epoch=epoch, device=device,
+        dtype=getattr(torch, dtype), **_threads(decoder, workers),
     )  # fmt: skip
     try:
         for b in loader:
@@ -233,11 +255,15 @@ def ours_batches(shards: Path, decoder: str, batch_size: int, workers: int, epoc
 
 def decode_only(shards: Path, decoder: str, batch_size: int, workers: int, epoch: int):
     """The clip source and decoder alone (no augmentation): the same clips and decode settings as ours."""
+    import torch
+
     from pipelines.clip_source import TrainClipIndices, clip_pipeline
     from pipelines.decoders import decode_settings
     from shards.format import read_split
 
     gpu = decoder == "dali-gpu"
+    # DALI refuses to fork its source's workers once CUDA is up in this process (an earlier dali-gpu row)
+    start = "spawn" if gpu or torch.cuda.is_initialized() else "fork"
     engines = None
     if gpu:
         from pipelines.nvdec import gpu_capabilities
@@ -248,7 +274,7 @@ def decode_only(shards: Path, decoder: str, batch_size: int, workers: int, epoch
         read_split(shards, "train").tars, batch_size=settings.decode_batch, decoder=decoder,
         frame_indices=TrainClipIndices(_recipe()[0], 0, epoch), random_shuffle=True, seed=epoch,
         num_threads=settings.num_threads, py_num_workers=settings.num_workers, device_id=0 if gpu else None,
-        prefetch_queue_depth=settings.prefetch_queue_depth, py_start_method="spawn" if gpu else "fork",
+        prefetch_queue_depth=settings.prefetch_queue_depth, py_start_method=start,
     )  # fmt: skip
     try:
         while True:
@@ -301,32 +327,52 @@ def previous_result(out: Path | None, info: dict) -> dict | None:
     return json.loads(found[-1].read_text()) | {"file": found[-1].name} if found else None
 
 
-def measure(make_iter, clips: int, warmup: int, per_pass: int) -> tuple[int, float]:
+def measure(
+    make_iter, clips: int, warmup: int, per_pass: int, max_seconds: float | None = None,
+    windows: list | None = None, sync=None,
+) -> tuple[int, float]:  # fmt: skip
     """Clips and seconds for at least ``clips`` clips, ``per_pass`` batches a pass, the first ``warmup``
     of each pass excluded (every pass restarts the iterator: a new pipeline / new workers, as in
-    training; their start and shutdown are not timed)."""
+    training; their start and shutdown are not timed). ``max_seconds``: no new pass once this much wall
+    time (untimed parts included) has gone. ``windows`` gets each pass's timed ``[start, end]`` in
+    wall-clock seconds (``time.time()``), for samplers running beside the benchmark. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) ends each timed part, so that GPU work queued for its batches counts."""
     done, seconds, epoch = 0, 0.0, 0
-    while done < clips:
+    began = time.perf_counter()
+    while done < clips and (max_seconds is None or epoch == 0 or time.perf_counter() - began < max_seconds):
         it = make_iter(epoch)
         epoch += 1
         for _ in range(warmup):
             next(it)
-        t0 = time.perf_counter()
+        if sync is not None:  # the warm-up's queued GPU work is not the timed part's
+            sync()
+        t0, w0 = time.perf_counter(), time.time()
         n = 0
         for _ in range(per_pass - warmup):
             n += next(it)
             if done + n >= clips:
                 break
+        if sync is not None:
+            sync()
         seconds += time.perf_counter() - t0
+        if windows is not None:
+            windows.append([w0, time.time()])
         done += n
         it.close()
     return done, seconds
 
 
+def write_rows(path: Path, rows: list[dict], **meta) -> None:
+    """The rows so far, replacing ``path`` whole (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**meta, "rows": rows}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=192)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -344,83 +390,172 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--kinds", default="raw,reenc,reenc7.5,reenc-h264,reenc-h264-7.5", help="shard kinds to measure"
     )
+    ap.add_argument("--shards", default=None, help="KIND=DIR,...: measure these shard folders (no corpus)")
     ap.add_argument(
-        "--eval-videos", type=int, default=24, help="videos of each length in the eval measurement"
+        "--eval-videos", type=int, default=24, help="videos of each length in the eval measurement (0: none)"
     )
     ap.add_argument(
         "--only", default="",
-        help="measure only the loaders whose name contains one of these (comma-separated), e.g. dali-gpu",
+        help="measure only the loaders whose name contains one of these (comma-separated), in that order, "
+        "e.g. ours-dali-gpu,decode-only dali-gpu",
     )  # fmt: skip
+    ap.add_argument(
+        "--aug", default="peers", help=f"our loader's augmentations, comma-separated: {', '.join(AUGS)}"
+    )
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="our loader's batches' dtype")  # fmt: skip
+    ap.add_argument("--row-seconds", type=float, default=None, help="no new pass of a row after this many s")
+    ap.add_argument("--json", type=Path, default=None, help="rewrite this file with the rows after each row")
     ap.add_argument(
         "--baseline", type=Path, default=None,
         help="an earlier loader result (JSON) for the goals (default: this machine's newest)",
     )  # fmt: skip
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parse_shards(text: str) -> dict[str, Path]:
+    """``KIND=DIR,...`` → {kind: folder}; a bad item or a folder without shards is a one-line error."""
+    out = {}
+    for item in text.split(","):
+        kind, eq, folder = item.partition("=")
+        if not eq or not kind or not folder:
+            raise SystemExit(f"bench_loader: --shards item {item!r} is not KIND=DIR")
+        if not (Path(folder) / "manifest.json").is_file():
+            raise SystemExit(
+                f"bench_loader: --shards {kind}={folder}: no manifest.json there (run `stts shard`)"
+            )
+        out[kind] = Path(folder)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.quick:
         args.videos, args.seconds, args.clips, args.rounds, args.batch_size, args.warmup = 8, 4.0, 8, 1, 4, 1
-        args.eval_videos = 4
+        args.eval_videos = min(args.eval_videos, 4)
+    augs = [a for a in args.aug.split(",") if a]
+    bad = [a for a in augs if a not in AUGS]
+    if bad or not augs:
+        raise SystemExit(f"bench_loader: --aug {args.aug!r}: choose from {', '.join(AUGS)}")
 
     import torch
 
-    root = make_corpus(args.videos, args.seconds)
-    shards = {kind: make_shards(root, kind, args.workers) for kind in args.kinds.split(",")}
-    try:
-        import decord  # noqa: F401
+    from shards.format import read_split
 
-        have_decord = True
-    except ImportError:
-        have_decord = False
-        print("peer-decord skipped: decord is not installed (.venv/bin/pip install decord)")
+    if args.shards:
+        shards = parse_shards(args.shards)
+    else:
+        root = make_corpus(args.videos, args.seconds)
+        shards = {kind: make_shards(root, kind, args.workers) for kind in args.kinds.split(",")}
     cuda = torch.cuda.is_available()
     B, W = args.batch_size, args.workers
     decoders = ["pyav", "dali-cpu"] + (["dali-gpu"] if cuda else [])
-    stats: dict[tuple[str, str], dict] = {}  # (decoder, kind) -> frames decoded, clips, settings
-    loaders = {
-        f"ours-{d}": (lambda s, e, k, d=d: ours_batches(s, d, B, W, e, stats.setdefault((d, k), {})))
-        for d in decoders
-    }
-    loaders["peer-pyav (pySlowFast-style)"] = lambda s, e, k: peer_batches(s, "pyav", B, W, e)
-    if have_decord:
-        loaders["peer-decord (mmaction-style)"] = lambda s, e, k: peer_batches(s, "decord", B, W, e)
+    # row (name, kind) -> frames decoded and clips delivered by our loader (its own counters), settings
+    stats: dict[tuple[str, str], dict] = {}
+    loaders: dict = {}  # name -> (batches(shards, epoch, kind), our loader's decoder or None)
     for d in decoders:
-        loaders[f"decode-only {d}"] = lambda s, e, k, d=d: decode_only(s, d, B, W, e)
+        for aug in augs:
+            name = f"ours-{d}" + ("" if aug == "peers" else f" [{aug}]")
+            loaders[name] = (
+                lambda s, e, k, d=d, a=aug, n=name: ours_batches(
+                    s, d, B, W, e, stats.setdefault((n, k), {}), a, args.dtype
+                ),
+                d,
+            )
+    if "peers" in augs:
+        try:
+            import decord  # noqa: F401
+
+            have_decord = True
+        except ImportError:
+            have_decord = False
+            print("peer-decord skipped: decord is not installed (.venv/bin/pip install decord)")
+        loaders["peer-pyav (pySlowFast-style)"] = (lambda s, e, k: peer_batches(s, "pyav", B, W, e), None)
+        if have_decord:
+            loaders["peer-decord (mmaction-style)"] = (
+                lambda s, e, k: peer_batches(s, "decord", B, W, e),
+                None,
+            )
+    for d in decoders:
+        loaders[f"decode-only {d}"] = (lambda s, e, k, d=d: decode_only(s, d, B, W, e), None)
 
     wanted = [w for w in args.only.split(",") if w]
-    if wanted:
-        loaders = {n: f for n, f in loaders.items() if any(w in n for w in wanted)}
+    if wanted:  # in the order given
+        loaders = {n: f for w in wanted for n, f in loaders.items() if w in n}
         decoders = [d for d in decoders if any(w in f"ours-{d}" for w in wanted)]
+        if not loaders:
+            raise SystemExit(f"bench_loader: --only {args.only!r} matches no loader on this machine")
 
     def applies(name: str, kind: str) -> bool:
         # DALI's CPU decoder reads VP9 and MJPEG only
-        return not (name.endswith("dali-cpu") and (kind == "raw" or "h264" in kind))
+        return not ("dali-cpu" in name and (kind == "raw" or "h264" in kind))
 
+    per_pass = {k: read_split(p, "train").samples // B for k, p in shards.items()}
     totals: dict[tuple[str, str], list[float]] = {}
+    extra: dict[tuple[str, str], dict] = {}  # row -> wall seconds, timed windows, error
+
+    def rows() -> list[dict]:
+        out = []
+        for (name, kind), x in extra.items():
+            n, s = totals.get((name, kind), (0, 0.0))
+            st = stats.get((name, kind), {})
+            out.append({
+                "loader": name, "shards": kind, "clips": n, "seconds": s, "clips_per_s": n / s if s else None,
+                "frames_per_clip": st["frames"] / st["clips"] if st.get("clips") else None,
+                "wall_s": x["wall_s"], "windows": x["windows"], "error": x.get("error"),
+            })  # fmt: skip
+        return out
+
+    def save_rows() -> None:
+        if args.json:
+            write_rows(args.json, rows(), batch_size=B, workers=W, dtype=args.dtype)
+
     per_round = math.ceil(args.clips / args.rounds)
+    sync = torch.cuda.synchronize if cuda else None
     for r in range(args.rounds):
         for kind, path in shards.items():
-            for name, make in loaders.items():
+            for name, (make, _) in loaders.items():
                 if not applies(name, kind):
                     continue
-                n, s = measure(
-                    lambda e, m=make, p=path, r=r, k=kind: m(p, 100 * r + e, k),
-                    per_round, args.warmup, args.videos // B,
-                )  # fmt: skip
-                print(f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s")
+                x = extra.setdefault((name, kind), {"windows": [], "wall_s": 0.0})
+                w0 = time.perf_counter()
+                try:
+                    n, s = measure(
+                        lambda e, m=make, p=path, r=r, k=kind: m(p, 100 * r + e, k),
+                        per_round, args.warmup, per_pass[kind], args.row_seconds, x["windows"], sync,
+                    )  # fmt: skip
+                except Exception as err:
+                    if not args.json:
+                        raise
+                    # the caller reads the rows: this one is recorded with its error, the others still run
+                    x["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+                    print(f"round {r} {kind} {name}: {x['error']}", flush=True)
+                    continue
+                finally:
+                    x["wall_s"] += time.perf_counter() - w0
+                    save_rows()
+                print(
+                    f"round {r} {kind:5s} {name:30s} {n:4d} clips {s:6.1f} s {n / s:6.2f} clips/s", flush=True
+                )
                 t = totals.setdefault((name, kind), [0, 0.0])
                 t[0] += n
                 t[1] += s
+                save_rows()
 
     # evaluation per clip on long and short videos: a decoder that does not seek pays for the position
-    eval_roots = {sec: make_corpus(args.eval_videos, sec) for sec in (2.0, args.seconds)}
-    eval_shards = {sec: make_shards(root, "reenc", W) for sec, root in eval_roots.items()}
     evals: dict[tuple[str, float], list[float]] = {}  # (decoder, seconds) -> views, seconds, frames/clip
-    for r in range(args.rounds):
-        for sec, path in eval_shards.items():
-            for d in [d for d in decoders if d != "pyav" or r == 0]:
-                n, t, fpc = eval_per_clip(path, d, B, W)
-                e = evals.setdefault((d, sec), [0, 0.0, 0.0])
-                e[0], e[1], e[2] = e[0] + n, e[1] + t, fpc
-                print(f"round {r} eval {sec:g}-s {d:10s} {n:4d} views {t:6.1f} s {1000 * t / n:6.1f} ms/clip")
+    if args.eval_videos > 0:
+        eval_roots = {sec: make_corpus(args.eval_videos, sec) for sec in (2.0, args.seconds)}
+        eval_shards = {sec: make_shards(root, "reenc", W) for sec, root in eval_roots.items()}
+        for r in range(args.rounds):
+            for sec, path in eval_shards.items():
+                for d in [d for d in decoders if d != "pyav" or r == 0]:
+                    n, t, fpc = eval_per_clip(path, d, B, W)
+                    e = evals.setdefault((d, sec), [0, 0.0, 0.0])
+                    e[0], e[1], e[2] = e[0] + n, e[1] + t, fpc
+                    print(
+                        f"round {r} eval {sec:g}-s {d:10s} {n:4d} views {t:6.1f} s {1000 * t / n:6.1f} ms/clip"
+                    )
 
     rate = {k: n / s for k, (n, s) in totals.items()}
     info = machine()
@@ -430,27 +565,42 @@ def main(argv: list[str] | None = None) -> None:
         else previous_result(args.out, info)
     )
     spans = {k: clip_span(p) for k, p in shards.items()}
-    per_clip = {(d, k): v["frames"] / v["clips"] for (d, k), v in stats.items() if v.get("clips")}
+    by_decoder: dict[tuple[str, str], dict] = {}  # (decoder, kind): our rows of that decoder together
+    for (name, k), v in stats.items():
+        agg = by_decoder.setdefault((loaders[name][1], k), {"frames": 0, "clips": 0})
+        agg["frames"] += v.get("frames", 0)
+        agg["clips"] += v.get("clips", 0)
+        if "settings" in v:
+            agg["settings"] = v["settings"]
+    per_clip = {dk: v["frames"] / v["clips"] for dk, v in by_decoder.items() if v["clips"]}
     results: dict = {
         "videos": args.videos,
         "seconds_per_video": args.seconds,
+        "shards": {k: str(p) for k, p in shards.items()} if args.shards else None,
         "batch_size": B,
         "workers": W,
+        "augmentations": augs,
+        "dtype": args.dtype,
         "clip": f"{FRAMES} frames x stride {STRIDE}, {CROP}x{CROP}",
-        "rows": [{"loader": k[0], "shards": k[1], "clips": v[0], "seconds": v[1]} for k, v in totals.items()],
+        "rows": [{k: v for k, v in row.items() if k != "windows"} for row in rows()],
         "clips_per_s": {f"{k[0]} | {k[1]}": v for k, v in rate.items()},
         "frames_per_clip": {f"{d} | {k}": v for (d, k), v in per_clip.items()},
         "clip_span": spans,
         "decode_settings": {
-            f"{d} | {k}": vars(v["settings"]) for (d, k), v in stats.items() if "settings" in v
+            f"{d} | {k}": vars(v["settings"]) for (d, k), v in by_decoder.items() if "settings" in v
         },
         "eval_ms_per_clip": {f"{d} | {sec:g}s": 1000 * t / n for (d, sec), (n, t, _) in evals.items()},
         "eval_frames_per_clip": {f"{d} | {sec:g}s": f for (d, sec), (_, _, f) in evals.items()},
     }
     kinds = list(shards)
     names = list(loaders)
+    where = (
+        "shards given: " + ", ".join(f"{k} = `{p}`" for k, p in shards.items())
+        if args.shards
+        else f"{args.videos} videos of {args.seconds:g} s"
+    )
     lines = [
-        f"{args.videos} videos of {args.seconds:g} s; clip {results['clip']}; batches of {B}; {W} workers "
+        f"{where}; clip {results['clip']}; batches of {B} ({args.dtype}); {W} workers "
         f"(DALI threads + PyAV processes for ours, DataLoader workers for the peers); {args.rounds} interleaved "
         "rounds; every pass (epoch) builds its pipeline / starts its workers afresh, not timed (nor its "
         f"first {args.warmup} batches, so that prefetched batches do not count). Loaders take turns on the "
@@ -460,7 +610,12 @@ def main(argv: list[str] | None = None) -> None:
         "--short-side 256 --gop 16`; reenc7.5: the same with `--fps 7.5` (MViT 16x4's sampling rate); "
         "reenc-h264(-7.5): the same in H.264. Ours: MViT recipe minus RandAugment and random erasing (random "
         "resized crop, flip, normalise); peers: short-side jitter 256-320, random crop, flip, normalise (torch); "
-        "decode-only: our clip source and decoder, no augmentation.",
+        "decode-only: our clip source and decoder, no augmentation."
+        + (
+            " Ours [full]: the MViT recipe itself (+ RandAugment and random erasing)."
+            if "full" in augs
+            else ""
+        ),
         "",
         "| loader | " + " | ".join(f"{k} clips/s" for k in kinds) + " |",
         "|---|" + "---:|" * len(kinds),
@@ -469,9 +624,11 @@ def main(argv: list[str] | None = None) -> None:
         cells = [f"{rate[(name, k)]:.2f}" if (name, k) in rate else "n/a" for k in kinds]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += [f"- {n} on {k} failed: {x['error']}" for (n, k), x in extra.items() if x.get("error")]
     verdicts = {}
-    for k in kinds:
-        ours = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("ours")), default=None)
+    for k in kinds:  # ours with the peers' work ("[full]" does more)
+        ours = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("ours") and "[" not in n),
+                   default=None)  # fmt: skip
         peer = max(((v, n) for (n, kk), v in rate.items() if kk == k and n.startswith("peer")), default=None)
         if ours is None or peer is None:
             continue
@@ -497,15 +654,19 @@ def main(argv: list[str] | None = None) -> None:
     lines.append("| ideal bound (GOP - 1 + span) | " + " | ".join(f"{bound[k]:.1f}" for k in kinds) + " |")
     results["ideal_bound"] = bound
 
-    lines += [
-        "",
-        f"Evaluation (MViT: 10 clips x 1 crop per video), {args.eval_videos} VP9 videos (GOP 16, short side "
-        f"256) of each length, {args.rounds} rounds (PyAV: 1):",
-        "",
-        f"| decoder | ms per clip, 2-s videos | ms per clip, {args.seconds:g}-s videos | ratio | "
-        f"frames/clip 2-s | frames/clip {args.seconds:g}-s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    lines += (
+        []
+        if not evals
+        else [
+            "",
+            f"Evaluation (MViT: 10 clips x 1 crop per video), {args.eval_videos} VP9 videos (GOP 16, short side "
+            f"256) of each length, {args.rounds} rounds (PyAV: 1):",
+            "",
+            f"| decoder | ms per clip, 2-s videos | ms per clip, {args.seconds:g}-s videos | ratio | "
+            f"frames/clip 2-s | frames/clip {args.seconds:g}-s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+    )
     ratios = {}
     for d in decoders:
         if (d, 2.0) not in evals:
