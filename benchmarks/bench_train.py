@@ -411,7 +411,7 @@ def gpu_main(args) -> None:
 # -------------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--quick", action="store_true", help="smoke run: debug models, 1 round, 1 thread, no memory"
@@ -447,7 +447,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="CPU rows: shards of the data wait (default: synthetic VP9); cuda: the runs' (default: made)")  # fmt: skip
     ap.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one model's memory, in a fresh process
     ap.add_argument("--zoo", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.threads:
         import torch
 
