@@ -55,9 +55,7 @@ def _timer(device: torch.device):
     return timed
 
 
-def main(argv: list[str] | None = None) -> None:
-    from stts.runtime import allow_tf32, autocast, resolve_precision
-
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     ap.add_argument("--rounds", type=int, default=3)
@@ -71,7 +69,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="the same as --precision no / bf16 / fp16")  # fmt: skip
     ap.add_argument("--iters", type=int, default=1, help="forwards per timed round (default 1)")
     ap.add_argument("--models", default=None, help="comma list, the baseline first (instead of --family)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    from stts.runtime import allow_tf32, autocast, resolve_precision
+
+    args = parser().parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -106,9 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for names in groups.values():
-        models = {n: stts.build_model(n).eval() for n in names}
-        flops = {n: gflops(m, stts.input_shape(m)) for n, m in models.items()}  # per clip, on the CPU
-        models = {n: m.to(device) for n, m in models.items()}
+        models = {n: stts.build_model(n).eval().to(device) for n in names}
+        # per clip, fp32, on the timing device (the count does not depend on it; a Swin-B forward on the
+        # CPU of a GPU machine cost seconds per model for nothing)
+        flops = {n: gflops(m, stts.input_shape(m)) for n, m in models.items()}
         inputs = {n: torch.randn(stts.input_shape(m, batch=batch), device=device) for n, m in models.items()}
         times: dict[str, list[float]] = {n: [] for n in names}
 
