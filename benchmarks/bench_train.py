@@ -347,8 +347,14 @@ def gpu_main(args) -> None:
     steps = -(-steps // window) * window
     warmup = -(-warmup // window) * window
     decoder = args.decoder or "dali-gpu"
-    videos = args.videos or (16 if args.quick else 128)
+    videos = None if args.shards else args.videos or (16 if args.quick else 128)
     shards = args.shards or make_h264_shards(videos, workers=min(16, os.cpu_count() or 1))
+    source = (
+        f"the shards {shards}"
+        if args.shards
+        else f"{videos} H.264 videos re-encoded with `stts shard --reencode` defaults (GOP 16, B-frames, short "
+        "side 320)"
+    )
     print(f"shards ready at {time.perf_counter() - t_start:.0f} s: {shards}", flush=True)
     rows = {}
     for base, sel in pairs:
@@ -365,8 +371,7 @@ def gpu_main(args) -> None:
     lines = [
         f"{torch.cuda.get_device_name(0)}; `stts train` itself (`stts.engine.train`) per model: the family "
         f"recipe's per-process batch and full augmentation through `build_loader` (decoder {decoder}) "
-        f"from {videos} H.264 videos re-encoded with `stts shard --reencode` defaults (GOP 16, B-frames, short "
-        "side 320), bf16 autocast, fused AdamW, grad_accum 1 (one optimizer step per iteration); "
+        f"from {source}, bf16 autocast, fused AdamW, grad_accum 1 (one optimizer step per iteration); "
         f"{warmup} warm-up iterations, then {steps} timed (the trainer's own logging windows of {window}). "
         "Data wait: CUDA events on the training stream around each `next()` (`stts.engine.meter`). Memory: "
         "`torch.cuda.max_memory_allocated` over the run.",
