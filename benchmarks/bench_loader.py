@@ -253,7 +253,9 @@ def ours_batches(
         stats["settings"] = loader.settings
 
 
-def decode_only(shards: Path, decoder: str, batch_size: int, workers: int, epoch: int):
+def decode_only(
+    shards: Path, decoder: str, batch_size: int, workers: int, epoch: int, stats: dict | None = None
+):
     """The clip source and decoder alone (no augmentation): the same clips and decode settings as ours."""
     import torch
 
@@ -270,6 +272,8 @@ def decode_only(shards: Path, decoder: str, batch_size: int, workers: int, epoch
 
         engines = gpu_capabilities().engines
     settings = decode_settings(decoder, batch_size, engines=engines, **_threads(decoder, workers))
+    if stats is not None:
+        stats["settings"] = settings
     cp = clip_pipeline(
         read_split(shards, "train").tars, batch_size=settings.decode_batch, decoder=decoder,
         frame_indices=TrainClipIndices(_recipe()[0], 0, epoch), random_shuffle=True, seed=epoch,
@@ -477,7 +481,10 @@ def main(argv: list[str] | None = None) -> None:
                 None,
             )
     for d in decoders:
-        loaders[f"decode-only {d}"] = (lambda s, e, k, d=d: decode_only(s, d, B, W, e), None)
+        loaders[f"decode-only {d}"] = (
+            lambda s, e, k, d=d: decode_only(s, d, B, W, e, stats.setdefault((f"decode-only {d}", k), {})),
+            None,
+        )
 
     wanted = [w for w in args.only.split(",") if w]
     if wanted:  # in the order given
@@ -499,9 +506,14 @@ def main(argv: list[str] | None = None) -> None:
         for (name, kind), x in extra.items():
             n, s = totals.get((name, kind), (0, 0.0))
             st = stats.get((name, kind), {})
+            ds = st.get("settings")
             out.append({
                 "loader": name, "shards": kind, "clips": n, "seconds": s, "clips_per_s": n / s if s else None,
                 "frames_per_clip": st["frames"] / st["clips"] if st.get("clips") else None,
+                "passes": len(x["windows"]),
+                # clips a DALI pipeline may have made before a pass's clock starts: a pass whose timed part
+                # is not much longer reads high (by up to this / the timed clips of a pass)
+                "prefetch_clips": ds.prefetch_queue_depth * ds.decode_batch if ds else None,
                 "wall_s": x["wall_s"], "windows": x["windows"], "error": x.get("error"),
             })  # fmt: skip
         return out
@@ -567,6 +579,8 @@ def main(argv: list[str] | None = None) -> None:
     spans = {k: clip_span(p) for k, p in shards.items()}
     by_decoder: dict[tuple[str, str], dict] = {}  # (decoder, kind): our rows of that decoder together
     for (name, k), v in stats.items():
+        if loaders[name][1] is None:  # decode-only: no loader, no counters
+            continue
         agg = by_decoder.setdefault((loaders[name][1], k), {"frames": 0, "clips": 0})
         agg["frames"] += v.get("frames", 0)
         agg["clips"] += v.get("clips", 0)
