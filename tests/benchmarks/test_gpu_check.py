@@ -114,13 +114,17 @@ def test_cpu_smoke_runs_every_step_and_writes_the_dated_result(tmp_path):
                for k in kinds.values()), kinds  # fmt: skip
     rows = steps["loader"]["rows"]
     assert {r["shards"] for r in rows} == set(kinds) and all(r["clips_per_s"] > 0 for r in rows), rows
+    assert {r["loader"] for r in rows} == {"ours-pyav", "decode-only pyav"}
+    ours = [r for r in rows if r["loader"].startswith("ours-")]
+    assert ours and all(r["frames_per_clip"] > 0 for r in ours)  # the loader's own counters
     pairs = steps["train"]["runs"]["mvit_debug"]["results"]["pairs"]
     assert pairs[0]["stts"] == "mvit_debug_t0.5_s0.5" and pairs[0]["stts_s"] > 0
     models = steps["inference"]["runs"][0]["results"]["models"]
     assert set(models) == {"mvit_debug", "mvit_debug_t0.5_s0.5"}
     goals = results["goals"]
     assert len(goals) == 3 and all(g["verdict"].startswith("not ") for g in goals), goals
-    assert goals[0]["figure"] > 0 and goals[2]["figure"] > 0  # measured, not judged
+    # measured, not judged (the smoke run's loader passes are too short to be more than a bound)
+    assert "clips/s (ours-pyav," in goals[0]["measured"] and goals[2]["figure"] > 0
     text = md.read_text()
     assert "CPU smoke run" in text and "## Goals" in text and ">= 2,000 clips/s" in text
     for title in ("## Shards", "## Loader", "## Training", "## Inference"):
@@ -456,20 +460,39 @@ def test_a_gpu_run_s_result_puts_each_goal_beside_its_figure(tmp_path):
     )  # fmt: skip
     data["shards"].update(videos={"count": 64, "seconds": 10.0, "frame": "340x256", "content": "H.264"},
                           kinds={"raw": {"folder": "x", "options": "", "samples": 64, "bytes": 5e7, "codecs": {"h264": 64}}})  # fmt: skip
-    row = {"shards": "reenc-h264", "clips": 960, "seconds": 0.4, "frames_per_clip": 31.0,
-           "nvml": {"nvdec_util": 71.0, "sm_util": 40.0, "samples": 9}}  # fmt: skip
-    data["loader"].update(batch_size=8, workers=16, dtype="bfloat16", row_seconds=7.5, rows=[
+    row = {"shards": "reenc-h264", "clips": 960, "seconds": 0.4, "frames_per_clip": 31.0, "passes": 2,
+           "prefetch_clips": 56, "nvml": {"nvdec_util": 71.0, "sm_util": 40.0, "samples": 9}}  # fmt: skip
+    rows = [
         {**row, "loader": "ours-dali-gpu [full]", "clips_per_s": 2400.0},
         {**row, "loader": "ours-dali-gpu [full]", "shards": "raw", "clips_per_s": 900.0},
-        {**row, "loader": "ours-pyav [full]", "clips_per_s": 300.0, "nvml": None, "frames_per_clip": None},
-    ])  # fmt: skip
-    pair = {"baseline": "mvit_b_16x4", "stts": "mvit_b_16x4_t0.6_s0.9", "clips": 4, "baseline_s": 0.2, "stts_s": 0.1,
-            "speedup": 2.0, "baseline_peak_mib": 20000.0, "stts_peak_mib": 12000.0,
-            "stts_data_wait": {"share": 0.031, "passes": 2, "build_s": 1.0}}  # fmt: skip
-    data["train"]["runs"] = {"mvit_b_16x4": {"status": "ok", "results": {"pairs": [pair], "notes": []}},
+        # 48 timed clips a pass, 56 made before the clock: its 9,000 clips/s is no measurement
+        {**row, "loader": "ours-dali-gpu [full]", "shards": "reenc-h264-7.5", "clips": 96, "clips_per_s": 9000.0},
+        {**row, "loader": "decode-only dali-gpu", "clips_per_s": 5000.0, "frames_per_clip": None},
+        {**row, "loader": "ours-pyav [full]", "clips_per_s": 300.0, "nvml": None, "prefetch_clips": None},
+    ]  # fmt: skip
+    for r in rows:  # as step_loader reads them
+        r["short"] = gpu_check.short_passes(r)
+    data["loader"].update(batch_size=8, workers=16, dtype="bfloat16", row_seconds=7.5, rows=rows)
+
+    # bench_train --device cuda (`gpu_main`): the figures per model in `rows`, `pairs` in the CPU rows' schema
+    def run_row(s_per_step, peak, wait):
+        return {"model": "m", "clips_per_step": 4, "steps": 20, "s_per_step": s_per_step, "clips_per_s": 4 / s_per_step,
+                "data_wait": wait, "data_wait_measured_by": "cuda events", "peak_gpu_mib": peak}  # fmt: skip
+
+    train_rows = {
+        "mvit_b_16x4": run_row(0.2, 20000.0, 0.012),
+        "mvit_b_16x4_t0.6_s0.9": run_row(0.1, 12000.0, 0.031),
+    }
+    pair = {"baseline": "mvit_b_16x4", "stts": "mvit_b_16x4_t0.6_s0.9", "zoo": True, "clips": 4, "baseline_s": 0.2,
+            "stts_s": 0.1, "speedup": 2.0, "baseline_peak_mib": 20000.0, "stts_peak_mib": 12000.0,
+            "baseline_data_wait": {"share": 0.012}, "stts_data_wait": {"share": 0.031}}  # fmt: skip
+    data["train"]["shards"] = "reenc-h264"
+    data["train"]["runs"] = {"mvit_b_16x4": {"status": "ok", "results": {"device": "cuda", "pairs": [pair],
+                                                                         "rows": train_rows}},
                              "swin_b_32x2": {"status": "not run", "error": "20 s left"}}  # fmt: skip
-    models = {"mvit_b_16x4": {"gflops": 70.5, "seconds": 0.1, "speedup": 1.0, "flops_ratio": 1.0, "efficiency": 1.0},
-              "mvit_b_16x4_t0.4_s0.6": {"gflops": 20.0, "seconds": 0.04, "speedup": 2.5, "flops_ratio": 3.5,
+    # bench_inference's seconds are per clip (a batch of 16 timed, divided by 16)
+    models = {"mvit_b_16x4": {"gflops": 70.5, "seconds": 0.1 / 16, "speedup": 1.0, "flops_ratio": 1.0, "efficiency": 1.0},
+              "mvit_b_16x4_t0.4_s0.6": {"gflops": 20.0, "seconds": 0.04 / 16, "speedup": 2.5, "flops_ratio": 3.5,
                                         "efficiency": 2.5 / 3.5}}  # fmt: skip
     data["inference"]["runs"] = [
         {"args": ["--family", "mvit"], "status": "ok", "results": {"batch": 16, "models": models}}
@@ -486,11 +509,73 @@ def test_a_gpu_run_s_result_puts_each_goal_beside_its_figure(tmp_path):
     assert goals["inference"]["verdict"] == "missed" and "71%" in goals["inference"]["measured"]
     text = path.read_text()
     assert "| NVIDIA H200 | 139.8 | 9.0 | 132 | 7 |" in text  # NVDEC engines beside the GPU
-    assert "| ours-dali-gpu [full] | reenc-h264 | 2,400.0 | 960 | 31.0 | 71 | 40 |" in text
+    assert "| ours-dali-gpu [full] | reenc-h264 | 2,400.0 | 960 | 31.0 | 71 | 40 |  |" in text
     assert (
-        "| mvit_b_16x4 → mvit_b_16x4_t0.6_s0.9 | 4 | 0.200 → 0.100 | 20.0 → 40.0 | 2.00x | 20,000 → 12,000 | 3.1% |"
+        "| ours-dali-gpu [full] | reenc-h264-7.5 | 9,000.0 | 96 | 31.0 | 71 | 40 | passes too short: 48 timed"
         in text
     )
+    assert (
+        "| mvit_b_16x4 → mvit_b_16x4_t0.6_s0.9 | 4 | 0.200 → 0.100 | 20.0 → 40.0 | 2.00x | 20,000 → 12,000 | "
+        "1.2% → 3.1% |" in text
+    )
+    assert "through dali-gpu from the reenc-h264 shards" in text
     assert "| swin_b_32x2 |" in text and "not run: 20 s left" in text
     assert "| mvit_b_16x4_t0.4_s0.6 | 20.0 | 400.0 | 2.50x | 3.50x | 71% |" in text
     assert "CPU smoke" not in text and "**met**" in text and "**missed**" in text
+
+
+def test_a_loader_goal_on_passes_too_short_is_not_judged(tmp_path):
+    """A DALI pipeline makes its prefetch queue's clips before a pass's clock starts: a row whose passes
+    time few more than those is an upper bound, shown as one, never judged."""
+    check = gpu_check.Check(False, 480, tmp_path / "out", tmp_path / "work", _env(), {"gpu": "H200"})
+    check.steps = [gpu_check.Step(n, t, w, fn) for n, t, w, fn in gpu_check.STEPS]
+    row = {"loader": "ours-dali-gpu [full]", "shards": "raw", "clips": 96, "passes": 2, "prefetch_clips": 56,
+           "clips_per_s": 9000.0}  # fmt: skip
+    assert "48 timed clips a pass, up to 56" in gpu_check.short_passes(row)
+    assert gpu_check.short_passes({**row, "clips": 2 * 224}) is None  # 4x the prefetched clips
+    assert gpu_check.short_passes({**row, "prefetch_clips": None}) is None  # the peers: no DALI queue
+    check.step("loader").data["rows"] = [{**row, "short": gpu_check.short_passes(row)}]
+    goal = gpu_check.goals(check)[0]
+    assert goal["figure"] is None and goal["measured"].startswith("at most 9,000 clips/s")
+    assert goal["verdict"].startswith("not measured (passes too short")
+
+
+@pytest.mark.parametrize("smoke", [True, False], ids=["cpu-smoke", "gpu"])
+def test_the_commands_the_check_runs_parse_as_each_benchmark_expects(tmp_path, smoke):
+    """Every benchmark call of both modes against that benchmark's own argument parser (the flags drifted
+    once, when the benchmarks were rewritten beside the check)."""
+    check = gpu_check.Check(smoke, 480, tmp_path / "out", tmp_path / "work", _env(), {"gpu": None})
+    sz = check.sizes
+    shards = {k: tmp_path / k for k in gpu_check.KINDS}
+    rows = tmp_path / "rows.json"
+    cmd = gpu_check.loader_command(check, shards, 7.5, rows)
+    assert cmd[:2] == [sys.executable, str(BENCH / "bench_loader.py")]
+    bench_loader = _load("bench_loader")
+    args = bench_loader.parser().parse_args(cmd[2:])
+    assert args.shards.split(",")[0].partition("=")[0] == "reenc-h264"
+    assert args.json == rows and args.row_seconds == 7.5 and args.eval_videos == 0 and args.rounds == 1
+    assert args.dtype == sz.dtype and args.aug.split(",") == list(sz.augs)
+    assert set(args.aug.split(",")) <= set(bench_loader.AUGS)
+    names = [f"ours-{d}" + ("" if a == "peers" else f" [{a}]") for d in ("pyav", "dali-gpu") for a in sz.augs]
+    names += ["decode-only pyav", "decode-only dali-gpu"]
+    assert all(any(w in n for n in names) for w in args.only.split(","))  # each picks a row
+    assert sz.goal_loader in names
+    assert gpu_check.loader_rows_per_kind(sz) == len(sz.loaders)  # one augmentation: a row per loader
+
+    train = gpu_check.train_command(
+        check, sz.train_pairs[0], None if smoke else tmp_path / "reenc-h264", tmp_path
+    )
+    args = _load("bench_train").parser().parse_args(train[2:])
+    assert args.pairs == sz.train_pairs[0] and args.out == tmp_path
+    if smoke:
+        assert args.device == "cpu" and args.quick and args.loader_steps == 0
+    else:  # `gpu_main`: `stts train` per model, bf16, fed by dali-gpu from the check's shards
+        assert args.device == "cuda" and args.mixed_precision == "bf16" and args.decoder == "dali-gpu"
+        assert args.shards == tmp_path / "reenc-h264" and args.steps + args.warmup <= 32  # one epoch of MViT
+
+    bench_inference = _load("bench_inference")
+    for group in sz.inference_groups:
+        args = bench_inference.parser().parse_args(gpu_check.inference_command(check, group, tmp_path)[2:])
+        assert args.device == ("cpu" if smoke else "cuda") and args.out == tmp_path
+        if not smoke:
+            assert args.dtype == "bfloat16" and args.batch == 16 and args.family in ("mvit", "swin")
