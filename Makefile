@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: install test lint format bench demo eval clean gpu-check gpu-wheels
+.PHONY: install test test-slow lint format bench demo eval clean gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the default suite: fast tests and one full-size model of each family (about 15 min on 2 cores)
 test: install
-	$(BIN)/pytest -m "not gpu" -q
+	$(BIN)/pytest -m "not gpu and not slow" -q
+
+# every other full-size model and long run (about 20 min more on 2 cores)
+test-slow: install
+	$(BIN)/pytest -m "slow and not gpu" -q
 
 lint: install
 	$(BIN)/ruff check .

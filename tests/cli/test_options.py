@@ -114,7 +114,7 @@ BAD_SETS = [
     ("epochs=1.5", "expected an integer, got 1.5"),
     ("val_views=[1]", "expected a list [an integer, an integer]"),
     ("aug.randaugment=[1]", "expected a list [an integer, an integer] or null"),
-    ("mixed_precision=fp8", "must be one of no, bf16, fp16"),
+    ("mixed_precision=fp8", "must be one of auto, no, bf16, fp16"),
     ("tensorboard=maybe", "expected true or false"),
     ("grad_accum", "write key=value"),
 ]

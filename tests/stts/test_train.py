@@ -351,7 +351,6 @@ def test_two_cpu_processes_train_in_sync_on_disjoint_shards(shards, tmp_path):
     assert len([line for line in done.stdout.splitlines() if line.startswith("done")]) == 1, done.stdout
 
 
-@pytest.mark.slow
 def test_deepspeed_zero2_two_cpu_processes(shards, tmp_path):
     out = tmp_path / "zero2"
     done = _launch(
