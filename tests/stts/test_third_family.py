@@ -1,7 +1,7 @@
 """A third model family needs its model file and nothing else (issue 12): `third_family.py` registers FST, a
-factorised space-time transformer, and every generic path — registry, `stts models`, `stts flops`,
-checkpoints, `stts train` (the engine's Trainer on real shards, with --init) and `stts eval` — serves it
-without knowing it.
+factorised space-time transformer, and every generic path — registry, `stts.explain`, `stts models`,
+`stts flops`, checkpoints, `stts train` (the engine's Trainer on real shards, with --init), `stts eval` and
+`stts predict` — serves it without knowing it.
 
 The family is registered only while this module's tests run (a module fixture imports the file and takes
 it out of the registry afterwards), so that the registry-wide tests elsewhere see the shipped families
@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_video
 from typer.testing import CliRunner
 
 import stts
-import stts.engine  # noqa: F401 - imported before the family is registered (RECIPES snapshots the registry)
+import stts.engine  # noqa: F401 - before the family registers: RECIPES, built at import, must not keep it
 from cli.main import app
+from pipelines.video_file import recipe_for_model, video_file_views
 from stts.checkpoint import save_checkpoint
 from stts.explain import explain
 from stts.flops import gflops
@@ -208,3 +210,15 @@ def test_train_then_eval_through_the_cli(fst, shards, tmp_path):
         gflops(trained.eval(), stts.input_shape(trained)), rel=1e-3
     )
     assert data["selection"]["temporal_kept"] == 4 * 4  # 4 views × 2 slices of 2 frames
+
+    # stts predict on a file: the model's recipe fitted to its input, the family's aggregation
+    video = make_video(tmp_path / "clip.mp4", frames=40, seed=3)
+    result = CliRunner().invoke(app, ["predict", str(video), "--checkpoint", str(out / "model.pt"), "--json",
+                                      "--views", "2x1"], env=ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.stdout)
+    clip, aug = recipe_for_model(trained, views=(2, 1))
+    with torch.no_grad():
+        probs = torch.softmax(trained.eval()(video_file_views(video, clip, aug).video), -1).mean(0)
+    got = {row["class_id"]: row["prob"] for row in entry["top_k"]}
+    assert entry["views"] == 2 and got == pytest.approx(dict(enumerate(probs.tolist())), abs=2e-6)
