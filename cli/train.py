@@ -187,14 +187,15 @@ def _check_selection(cfg, given: dict[str, float | None]) -> None:
 
 def _check_options(*, data, out, model, strategy, recipe, decoder, mixed_precision, deepspeed) -> None:
     """What can be checked from the options alone, before anything starts: one line naming the flag."""
-    from stts.engine.config import PRECISIONS, RECIPES
+    from stts.engine.config import PRECISIONS
+    from stts.registry import list_families
     from stts.selection import STRATEGIES
 
     check_folder("--data", data, "the folder `stts shard --out` wrote (train and val splits)")
     check_output_folder("--out", out)
     check_model_name("--model", model)
     check_choice("--strategy", strategy, STRATEGIES)
-    check_choice("--recipe", recipe, tuple(RECIPES))
+    check_choice("--recipe", recipe, list_families())  # the registry now, not RECIPES' import-time copy
     check_decoder("--decoder", decoder)
     check_choice("--mixed-precision", mixed_precision, PRECISIONS)
     if deepspeed is not None and not deepspeed.is_file():
